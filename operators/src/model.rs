@@ -1,0 +1,86 @@
+//! The logsight wire format: log batches, single logs and pipeline result records.
+//!
+//! Fields this crate does not know are kept in `extra` maps (serde `flatten`), so a record read
+//! and written back loses nothing.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Tag set of a log: key/value pairs such as `{"service": "api"}`.
+pub type Tags = BTreeMap<String, String>;
+
+/// The tags a log gets when it has none: `{"default": "default"}`, as in logsight.
+pub fn default_tags() -> Tags {
+    let mut tags = Tags::new();
+    tags.insert("default".to_owned(), "default".to_owned());
+    tags
+}
+
+/// A batch of logs as sent by clients: `{"id","index","logs":[...],"metadata":{}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogBatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Tenant/application index prefix; results go to `<index>_pipeline`.
+    pub index: String,
+    pub logs: Vec<LogRecord>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One log line: `{"message","timestamp","level","id","metadata":{},"tags":{}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    #[serde(default = "default_tags")]
+    pub tags: Tags,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl LogRecord {
+    /// A record holding only a message, with default tags.
+    pub fn from_message(message: impl Into<String>) -> Self {
+        LogRecord {
+            message: message.into(),
+            timestamp: None,
+            level: None,
+            id: None,
+            metadata: Map::new(),
+            tags: default_tags(),
+            extra: Map::new(),
+        }
+    }
+}
+
+/// A pipeline result: the log plus everything the analytics added. One per input line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    #[serde(flatten)]
+    pub log: LogRecord,
+    /// Masked message with variables as `<*>`.
+    pub template: String,
+    /// Stable id of the template (see `miner::TemplateId`), as a hex string.
+    pub template_id: String,
+    /// Variable values of this line, in order of appearance.
+    pub params: Vec<String>,
+    /// 1 when the line is flagged as a semantic anomaly.
+    pub prediction: u8,
+    pub anomaly_score: f64,
+    pub risk_score: u32,
+    /// 1 when this line's template was seen for the first time.
+    pub added_state: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_timestamp: Option<String>,
+}
