@@ -6,6 +6,7 @@
 //! directly.
 
 pub mod aggregate;
+pub mod analyze;
 pub mod anomaly;
 pub mod format;
 pub mod incident;

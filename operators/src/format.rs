@@ -1,0 +1,1507 @@
+//! Log header formats: splitting a raw line into named header fields and the message.
+//!
+//! A format such as `<Date> <Time> <Level> <Component>: <Content>` means what logpai/logparser's
+//! generated regex means (fields lazy `.*?`, space runs `\s+`, whole trimmed line), but it is
+//! compiled once into a small program of literal / whitespace-run / field steps and matched by
+//! a backtracking matcher that jumps between literals with substring search. That keeps the
+//! per-line cost near a few `memchr` calls, where regex captures would dominate the pipeline.
+
+use crate::level::Level;
+use crate::model::LogRecord;
+use crate::timestamp;
+use serde::Deserialize;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// The field holding the message.
+pub const CONTENT: &str = "Content";
+
+/// The named formats of `configs/formats.toml`, built in so a name is enough in a config.
+const BUILTIN_FORMATS_TOML: &str = include_str!("../../configs/formats.toml");
+
+/// Record keys a header field must not shadow in `extra`: they would serialize twice.
+const RESERVED_KEYS: [&str; 15] = [
+    "message",
+    "timestamp",
+    "level",
+    "id",
+    "metadata",
+    "tags",
+    "template",
+    "template_id",
+    "params",
+    "prediction",
+    "anomaly_score",
+    "risk_score",
+    "added_state",
+    "ingest_timestamp",
+    "format_mismatch",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FormatError {
+    #[error("format `{spec}` has no `<Content>` field: add one where the message starts")]
+    MissingContent { spec: String },
+    #[error("format `{spec}`: `<` at byte {pos} is never closed by `>` (write `\\<` for a literal `<`)")]
+    UnclosedField { spec: String, pos: usize },
+    #[error("format `{spec}`: empty field name `<>` at byte {pos}")]
+    EmptyFieldName { spec: String, pos: usize },
+    #[error(
+        "format `{spec}`: {ch:?} at byte {pos} cannot be part of a field name \
+         (use A-Z, a-z, 0-9 and _; write `\\<` for a literal `<`)"
+    )]
+    InvalidFieldName { spec: String, pos: usize, ch: char },
+    #[error("format `{spec}`: field `<{name}>` at byte {pos} appears twice")]
+    DuplicateField {
+        spec: String,
+        pos: usize,
+        name: String,
+    },
+    #[error("format `{spec}`: unbalanced group at byte {pos}: {problem}")]
+    UnbalancedGroup {
+        spec: String,
+        pos: usize,
+        problem: &'static str,
+    },
+    #[error("format `{spec}`: `<Content>` at byte {pos} is inside an optional group, but every line needs a message")]
+    OptionalContent { spec: String, pos: usize },
+    #[error("format `{spec}`: `\\` at byte {pos} ends the format and escapes nothing")]
+    DanglingEscape { spec: String, pos: usize },
+    #[error("no format given: a format set needs at least one format")]
+    NoFormats,
+    #[error("unknown format name `{name}` (known: {known}); a format string needs `<Content>`")]
+    UnknownName { name: String, known: String },
+}
+
+/// One step of a compiled format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    /// Literal text, never empty.
+    Lit(Box<str>),
+    /// One or more whitespace characters, longest first (`\s+`).
+    Ws,
+    /// A field, shortest first (`.*?`), into this capture slot.
+    Field(usize),
+    /// An optional group: try the steps after this one, else clear the group's slots
+    /// `first_slot..end_slot` and go on at `skip`.
+    Split {
+        skip: usize,
+        first_slot: usize,
+        end_slot: usize,
+    },
+    End,
+}
+
+/// A compiled header format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFormat {
+    spec: String,
+    ops: Vec<Op>,
+    names: Vec<Box<str>>,
+    content_slot: usize,
+    /// What any matching line contains, in order (see [`LogFormat::may_match`]).
+    segments: Vec<Vec<Part>>,
+}
+
+/// The header of a matched line, borrowing from the line and the format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The `<Content>` field: the message.
+    pub content: &'a str,
+    /// The other fields as (name, value), in format order; fields of an optional group that
+    /// did not match are left out.
+    pub fields: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Header<'a> {
+    /// The value of field `name` (exact name).
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.fields.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+    }
+
+    /// The value of field `name`, compared ASCII case-insensitively.
+    pub fn get_ignore_case(&self, name: &str) -> Option<&'a str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, v)| v)
+    }
+}
+
+/// Capture of one field: byte range in the trimmed line, `None` when not matched.
+type Span = Option<(usize, usize)>;
+
+impl LogFormat {
+    /// Compiles a format string (see the module docs and `configs/formats.toml` for the syntax).
+    pub fn parse(spec: &str) -> Result<LogFormat, FormatError> {
+        Compiler::new(spec).compile()
+    }
+
+    /// The format string this was compiled from.
+    pub fn spec(&self) -> &str {
+        &self.spec
+    }
+
+    /// Field names in format order, `Content` included.
+    pub fn field_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.names.iter().map(|n| &**n)
+    }
+
+    /// Splits `line` (leading and trailing whitespace ignored) into header fields and message;
+    /// `None` when the line does not have this format.
+    pub fn apply<'a>(&'a self, line: &'a str) -> Option<Header<'a>> {
+        let mut spans = Vec::new();
+        let line = self.match_spans(line, &mut spans)?;
+        let mut content = "";
+        let mut fields = Vec::with_capacity(self.names.len().saturating_sub(1));
+        for (slot, (name, span)) in self.names.iter().zip(&spans).enumerate() {
+            let Some(value) = span.and_then(|(start, end)| line.get(start..end)) else {
+                continue;
+            };
+            if slot == self.content_slot {
+                content = value;
+            } else {
+                fields.push((&**name, value));
+            }
+        }
+        Some(Header { content, fields })
+    }
+
+    /// Matches the trimmed `line`, filling `spans` (one per field); returns the trimmed line.
+    fn match_spans<'a>(&self, line: &'a str, spans: &mut Vec<Span>) -> Option<&'a str> {
+        let line = line.trim();
+        if !self.may_match(line) {
+            return None;
+        }
+        spans.clear();
+        spans.resize(self.names.len(), None);
+        let mut matcher = Matcher {
+            ops: &self.ops,
+            line,
+            spans,
+            steps: 0,
+            budget: STEP_BUDGET_BASE + STEP_BUDGET_PER_BYTE * line.len(),
+            feasible: None,
+        };
+        let found = match matcher.run(0, 0) {
+            Ok(found) => found,
+            Err(Exhausted) => {
+                // Heavy backtracking: tabulate which (step, position) states can still reach
+                // the end, then walk the same preference order through feasible states only.
+                matcher.feasible = Some(feasibility(&self.ops, line));
+                matcher.run(0, 0).unwrap_or(false)
+            }
+        };
+        found.then_some(line)
+    }
+
+    /// Quick rejection (a necessary condition): the literal/whitespace runs outside groups
+    /// must occur in order. Each is placed at its earliest end, which never rules out a match.
+    fn may_match(&self, line: &str) -> bool {
+        let mut from = 0;
+        for segment in &self.segments {
+            match earliest_segment_end(segment, line, from) {
+                Some(end) => from = end,
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Backtracking steps allowed before switching to the feasibility table.
+const STEP_BUDGET_BASE: usize = 64;
+const STEP_BUDGET_PER_BYTE: usize = 2;
+
+/// A piece of a run of steps with no field in between: what [`LogFormat::may_match`] checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(Box<str>),
+    Ws,
+}
+
+/// The runs of literal/whitespace steps outside groups, split at fields and groups. A `Ws`
+/// before a `Lit` starting with whitespace also splits, so a `Ws` inside a run always spans
+/// its whole whitespace run.
+fn required_segments(ops: &[Op]) -> Vec<Vec<Part>> {
+    let mut segments = Vec::new();
+    let mut current = Vec::new();
+    let mut pc = 0;
+    while let Some(op) = ops.get(pc) {
+        pc += 1;
+        match op {
+            Op::Lit(lit) => {
+                if lit.starts_with(char::is_whitespace) && current.last() == Some(&Part::Ws) {
+                    segments.push(std::mem::take(&mut current));
+                }
+                current.push(Part::Lit(lit.clone()));
+            }
+            Op::Ws => current.push(Part::Ws),
+            Op::Field(_) | Op::End | Op::Split { .. } => {
+                if !current.is_empty() {
+                    segments.push(std::mem::take(&mut current));
+                }
+                if let Op::Split { skip, .. } = op {
+                    pc = *skip;
+                }
+            }
+        }
+    }
+    segments
+}
+
+/// The smallest end of a match of `segment` starting at or after `from`.
+fn earliest_segment_end(segment: &[Part], line: &str, from: usize) -> Option<usize> {
+    let mut start = from;
+    loop {
+        let at = match segment.first()? {
+            Part::Lit(lit) => find_lit(line, start, lit)?,
+            Part::Ws => next_whitespace(line, start)?,
+        };
+        if let Some(end) = segment_end_at(segment, line, at) {
+            return Some(end);
+        }
+        start = at + char_len_at(line, at);
+    }
+}
+
+/// The end of `segment` matched at `at`: inner whitespace runs whole, a trailing one a
+/// single character (the earliest end).
+fn segment_end_at(segment: &[Part], line: &str, at: usize) -> Option<usize> {
+    let mut pos = at;
+    for (i, part) in segment.iter().enumerate() {
+        match part {
+            Part::Lit(lit) => {
+                if !line.as_bytes().get(pos..)?.starts_with(lit.as_bytes()) {
+                    return None;
+                }
+                pos += lit.len();
+            }
+            Part::Ws => {
+                let first = whitespace_len_at(line, pos);
+                if first == 0 {
+                    return None;
+                }
+                pos = if i + 1 == segment.len() {
+                    pos + first
+                } else {
+                    whitespace_run_end(line, pos)
+                };
+            }
+        }
+    }
+    Some(pos)
+}
+
+/// Byte length of the whitespace character at `pos`, 0 if there is none (or `pos` is not a
+/// character boundary).
+fn whitespace_len_at(line: &str, pos: usize) -> usize {
+    match line.as_bytes().get(pos) {
+        Some(b'\t'..=b'\r' | b' ') => 1,
+        Some(b) if *b >= 0x80 => line
+            .get(pos..)
+            .and_then(|rest| rest.chars().next())
+            .filter(|c| c.is_whitespace())
+            .map_or(0, char::len_utf8),
+        _ => 0,
+    }
+}
+
+fn whitespace_run_end(line: &str, mut pos: usize) -> usize {
+    loop {
+        match whitespace_len_at(line, pos) {
+            0 => return pos,
+            len => pos += len,
+        }
+    }
+}
+
+/// The first whitespace character at or after `from`.
+fn next_whitespace(line: &str, from: usize) -> Option<usize> {
+    let bytes = line.as_bytes();
+    (from..bytes.len()).find(|&i| {
+        let b = bytes[i];
+        matches!(b, b'\t'..=b'\r' | b' ') || (b >= 0xC0 && whitespace_len_at(line, i) > 0)
+    })
+}
+
+/// The first occurrence of `lit` (non-empty) at or after `from`: a byte scan for its first
+/// byte, cheaper than `str::find`'s searcher set-up on the short literals of formats.
+fn find_lit(line: &str, from: usize, lit: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let needle = lit.as_bytes();
+    let first = *needle.first()?;
+    let mut start = from;
+    while let Some(offset) = bytes.get(start..)?.iter().position(|&b| b == first) {
+        let at = start + offset;
+        if bytes[at..].starts_with(needle) {
+            return Some(at);
+        }
+        start = at + 1;
+    }
+    None
+}
+
+/// Byte length of the character at `pos` (1 past the end, to always make progress).
+fn char_len_at(line: &str, pos: usize) -> usize {
+    line.get(pos..)
+        .and_then(|rest| rest.chars().next())
+        .map_or(1, char::len_utf8)
+}
+
+/// A bit per (step, position): set when the steps from `pc` can match `line[pos..]`.
+struct Feasibility {
+    bits: Vec<u64>,
+    width: usize,
+}
+
+impl Feasibility {
+    fn get(&self, pc: usize, pos: usize) -> bool {
+        let i = pc.saturating_mul(self.width).saturating_add(pos);
+        self.bits.get(i / 64).is_some_and(|w| (w >> (i % 64)) & 1 == 1)
+    }
+
+    fn set(&mut self, pc: usize, pos: usize) {
+        let i = pc.saturating_mul(self.width).saturating_add(pos);
+        if let Some(word) = self.bits.get_mut(i / 64) {
+            *word |= 1 << (i % 64);
+        }
+    }
+}
+
+/// Fills the table backwards from `End`, one step at a time: O(steps × line length).
+fn feasibility(ops: &[Op], line: &str) -> Feasibility {
+    let n = line.len();
+    let width = n + 1;
+    let mut table = Feasibility {
+        bits: vec![0; ops.len().saturating_mul(width).div_ceil(64)],
+        width,
+    };
+    for (pc, op) in ops.iter().enumerate().rev() {
+        match op {
+            Op::End => table.set(pc, n),
+            Op::Lit(lit) => {
+                for pos in 0..=n {
+                    let here = line.as_bytes()[pos..].starts_with(lit.as_bytes());
+                    if here && table.get(pc + 1, pos + lit.len()) {
+                        table.set(pc, pos);
+                    }
+                }
+            }
+            Op::Field(_) => {
+                let mut reachable = false;
+                for pos in (0..=n).rev() {
+                    if line.is_char_boundary(pos) {
+                        reachable |= table.get(pc + 1, pos);
+                        if reachable {
+                            table.set(pc, pos);
+                        }
+                    }
+                }
+            }
+            Op::Ws => {
+                for pos in (0..n).rev() {
+                    let len = whitespace_len_at(line, pos);
+                    if len > 0 && (table.get(pc + 1, pos + len) || table.get(pc, pos + len)) {
+                        table.set(pc, pos);
+                    }
+                }
+            }
+            Op::Split { skip, .. } => {
+                for pos in 0..=n {
+                    if table.get(pc + 1, pos) || table.get(*skip, pos) {
+                        table.set(pc, pos);
+                    }
+                }
+            }
+        }
+    }
+    table
+}
+
+/// The step budget ran out.
+struct Exhausted;
+
+/// One match attempt with the leftmost-first (backtracking) semantics of the equivalent regex:
+/// fields shortest first, whitespace runs longest first, optional groups taken if possible.
+struct Matcher<'m> {
+    ops: &'m [Op],
+    line: &'m str,
+    spans: &'m mut [Span],
+    steps: usize,
+    budget: usize,
+    /// Once the budget ran out: the states that can still match, so no dead end is entered.
+    feasible: Option<Feasibility>,
+}
+
+impl Matcher<'_> {
+    /// Whether the steps from `pc` match the line from byte `pos` to its end.
+    fn run(&mut self, pc: usize, pos: usize) -> Result<bool, Exhausted> {
+        match &self.feasible {
+            Some(table) if !table.get(pc, pos) => return Ok(false),
+            Some(_) => {}
+            None => {
+                self.steps += 1;
+                if self.steps > self.budget {
+                    return Err(Exhausted);
+                }
+            }
+        }
+        let ops = self.ops;
+        Ok(match ops.get(pc) {
+            None => false,
+            Some(Op::End) => pos == self.line.len(),
+            Some(Op::Lit(lit)) => {
+                let here = self.line.as_bytes().get(pos..).is_some_and(|rest| rest.starts_with(lit.as_bytes()));
+                here && self.run(pc + 1, pos + lit.len())?
+            }
+            Some(Op::Ws) => self.whitespace(pc, pos)?,
+            Some(&Op::Field(slot)) => self.field(pc, slot, pos)?,
+            Some(&Op::Split {
+                skip,
+                first_slot,
+                end_slot,
+            }) => {
+                self.run(pc + 1, pos)? || {
+                    if let Some(group) = self.spans.get_mut(first_slot..end_slot) {
+                        group.fill(None);
+                    }
+                    self.run(skip, pos)?
+                }
+            }
+        })
+    }
+
+    /// `\s+`: the longest whitespace run first, then shorter ones.
+    fn whitespace(&mut self, pc: usize, pos: usize) -> Result<bool, Exhausted> {
+        let end = whitespace_run_end(self.line, pos);
+        if end == pos {
+            return Ok(false);
+        }
+        if self.run(pc + 1, end)? {
+            return Ok(true);
+        }
+        if !self.may_start_with_whitespace(pc + 1) {
+            return Ok(false);
+        }
+        for shorter in (pos + 1..end).rev() {
+            if self.line.is_char_boundary(shorter) && self.run(pc + 1, shorter)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether step `pc` could match at a whitespace character (prunes `\s+` backtracking).
+    fn may_start_with_whitespace(&self, pc: usize) -> bool {
+        match self.ops.get(pc) {
+            Some(Op::Lit(lit)) => lit.starts_with(char::is_whitespace),
+            Some(Op::End) | None => false,
+            Some(Op::Ws | Op::Field(_) | Op::Split { .. }) => true,
+        }
+    }
+
+    /// `.*?`: the shortest value first; only ends where the next step can start are tried.
+    fn field(&mut self, pc: usize, slot: usize, pos: usize) -> Result<bool, Exhausted> {
+        let line = self.line;
+        match self.ops.get(pc + 1) {
+            Some(Op::End) => self.try_end(pc, slot, pos, line.len()),
+            Some(Op::Lit(lit)) => {
+                let mut from = pos;
+                while let Some(at) = find_lit(line, from, lit) {
+                    if self.try_end(pc, slot, pos, at)? {
+                        return Ok(true);
+                    }
+                    from = at + 1;
+                }
+                Ok(false)
+            }
+            Some(Op::Ws) => {
+                let mut from = pos;
+                while let Some(at) = next_whitespace(line, from) {
+                    if self.try_end(pc, slot, pos, at)? {
+                        return Ok(true);
+                    }
+                    from = at + 1;
+                }
+                Ok(false)
+            }
+            _ => {
+                for at in pos..=line.len() {
+                    if line.is_char_boundary(at) && self.try_end(pc, slot, pos, at)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Ends the field in `slot` at `end` and matches the rest.
+    fn try_end(&mut self, pc: usize, slot: usize, start: usize, end: usize) -> Result<bool, Exhausted> {
+        if let Some(span) = self.spans.get_mut(slot) {
+            *span = Some((start, end));
+        }
+        self.run(pc + 1, end)
+    }
+}
+
+/// An optional group being compiled.
+struct OpenGroup {
+    pos: usize,
+    split_at: usize,
+    first_slot: usize,
+}
+
+/// Turns a format string into [`Op`]s.
+struct Compiler<'s> {
+    spec: &'s str,
+    ops: Vec<Op>,
+    names: Vec<Box<str>>,
+    literal: String,
+    group: Option<OpenGroup>,
+    content_slot: Option<usize>,
+}
+
+impl<'s> Compiler<'s> {
+    fn new(spec: &'s str) -> Self {
+        Compiler {
+            spec,
+            ops: Vec::new(),
+            names: Vec::new(),
+            literal: String::new(),
+            group: None,
+            content_slot: None,
+        }
+    }
+
+    fn compile(mut self) -> Result<LogFormat, FormatError> {
+        let spec = self.spec;
+        let mut chars = spec.char_indices().peekable();
+        while let Some((pos, ch)) = chars.next() {
+            match ch {
+                '\\' => {
+                    let (_, escaped) = chars.next().ok_or_else(|| FormatError::DanglingEscape {
+                        spec: spec.to_owned(),
+                        pos,
+                    })?;
+                    self.literal.push(escaped);
+                }
+                ' ' => {
+                    while chars.next_if(|&(_, c)| c == ' ').is_some() {}
+                    self.push(Op::Ws);
+                }
+                '<' => {
+                    let name = self.field_name(pos, &mut chars)?;
+                    self.field(name, pos)?;
+                }
+                '(' => self.open_group(pos)?,
+                ')' => {
+                    if chars.next_if(|&(_, c)| c == '?').is_none() {
+                        return Err(self.unbalanced(pos, "`)` must be followed by `?`: groups are optional parts (write `\\)` for a literal `)`)"));
+                    }
+                    self.close_group(pos)?;
+                }
+                _ => self.literal.push(ch),
+            }
+        }
+        self.finish()
+    }
+
+    /// Reads `Name>` after a `<` at `pos`.
+    fn field_name(
+        &self,
+        pos: usize,
+        chars: &mut std::iter::Peekable<std::str::CharIndices<'s>>,
+    ) -> Result<&'s str, FormatError> {
+        let start = pos + 1;
+        loop {
+            match chars.next() {
+                None => {
+                    return Err(FormatError::UnclosedField {
+                        spec: self.spec.to_owned(),
+                        pos,
+                    })
+                }
+                Some((end, '>')) if end == start => {
+                    return Err(FormatError::EmptyFieldName {
+                        spec: self.spec.to_owned(),
+                        pos,
+                    })
+                }
+                Some((end, '>')) => return Ok(&self.spec[start..end]),
+                Some((_, c)) if c.is_ascii_alphanumeric() || c == '_' => {}
+                Some((at, c)) => {
+                    return Err(FormatError::InvalidFieldName {
+                        spec: self.spec.to_owned(),
+                        pos: at,
+                        ch: c,
+                    })
+                }
+            }
+        }
+    }
+
+    fn field(&mut self, name: &str, pos: usize) -> Result<(), FormatError> {
+        if self.names.iter().any(|n| &**n == name) {
+            return Err(FormatError::DuplicateField {
+                spec: self.spec.to_owned(),
+                pos,
+                name: name.to_owned(),
+            });
+        }
+        if name == CONTENT {
+            if self.group.is_some() {
+                return Err(FormatError::OptionalContent {
+                    spec: self.spec.to_owned(),
+                    pos,
+                });
+            }
+            self.content_slot = Some(self.names.len());
+        }
+        self.push(Op::Field(self.names.len()));
+        self.names.push(name.into());
+        Ok(())
+    }
+
+    fn open_group(&mut self, pos: usize) -> Result<(), FormatError> {
+        if self.group.is_some() {
+            return Err(self.unbalanced(pos, "groups cannot be nested (write `\\(` for a literal `(`)"));
+        }
+        self.flush_literal();
+        self.group = Some(OpenGroup {
+            pos,
+            split_at: self.ops.len(),
+            first_slot: self.names.len(),
+        });
+        self.ops.push(Op::End); // placeholder, patched by close_group
+        Ok(())
+    }
+
+    fn close_group(&mut self, pos: usize) -> Result<(), FormatError> {
+        if self.group.is_none() {
+            return Err(self.unbalanced(pos, "`)?` closes no `(` (write `\\)` for a literal `)`)"));
+        }
+        self.flush_literal();
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
+        let split = Op::Split {
+            skip: self.ops.len(),
+            first_slot: group.first_slot,
+            end_slot: self.names.len(),
+        };
+        if let Some(op) = self.ops.get_mut(group.split_at) {
+            *op = split;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<LogFormat, FormatError> {
+        if let Some(group) = &self.group {
+            return Err(self.unbalanced(group.pos, "`(` is never closed by `)?`"));
+        }
+        self.push(Op::End);
+        let content_slot = self.content_slot.ok_or_else(|| FormatError::MissingContent {
+            spec: self.spec.to_owned(),
+        })?;
+        Ok(LogFormat {
+            spec: self.spec.to_owned(),
+            segments: required_segments(&self.ops),
+            ops: self.ops,
+            names: self.names,
+            content_slot,
+        })
+    }
+
+    fn push(&mut self, op: Op) {
+        self.flush_literal();
+        self.ops.push(op);
+    }
+
+    fn flush_literal(&mut self) {
+        if self.literal.is_empty() {
+            return;
+        }
+        let lit = std::mem::take(&mut self.literal).into();
+        self.ops.push(Op::Lit(lit));
+    }
+
+    fn unbalanced(&self, pos: usize, problem: &'static str) -> FormatError {
+        FormatError::UnbalancedGroup {
+            spec: self.spec.to_owned(),
+            pos,
+            problem,
+        }
+    }
+}
+
+/// Formats tried in turn; the first that matches a line wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatSet {
+    formats: Vec<LogFormat>,
+}
+
+impl FormatSet {
+    /// Compiles format strings, in order of preference.
+    pub fn parse(specs: &[String]) -> Result<FormatSet, FormatError> {
+        Self::from_formats(specs.iter().map(|s| LogFormat::parse(s)).collect::<Result<_, _>>()?)
+    }
+
+    /// A set of already compiled formats (at least one).
+    pub fn from_formats(formats: Vec<LogFormat>) -> Result<FormatSet, FormatError> {
+        if formats.is_empty() {
+            return Err(FormatError::NoFormats);
+        }
+        Ok(FormatSet { formats })
+    }
+
+    /// A built-in format by name (case-insensitive, see [`builtin_formats`]), else a format
+    /// string.
+    pub fn resolve(name_or_spec: &str) -> Result<FormatSet, FormatError> {
+        Self::from_formats(vec![resolve_one(name_or_spec)?])
+    }
+
+    /// Like [`FormatSet::resolve`] for a list whose items are each a name or a format string.
+    pub fn resolve_all(names_or_specs: &[String]) -> Result<FormatSet, FormatError> {
+        Self::from_formats(
+            names_or_specs
+                .iter()
+                .map(|s| resolve_one(s))
+                .collect::<Result<_, _>>()?,
+        )
+    }
+
+    pub fn formats(&self) -> &[LogFormat] {
+        &self.formats
+    }
+
+    /// The header of `line` under the first format that matches it.
+    pub fn apply<'a>(&'a self, line: &'a str) -> Option<Header<'a>> {
+        self.formats.iter().find_map(|f| f.apply(line))
+    }
+}
+
+fn resolve_one(name_or_spec: &str) -> Result<LogFormat, FormatError> {
+    let builtin = builtin_formats();
+    if let Some(spec) = builtin.get(&name_or_spec.trim().to_ascii_lowercase()) {
+        return LogFormat::parse(spec);
+    }
+    if !name_or_spec.contains('<') {
+        let known: Vec<&str> = builtin.keys().map(String::as_str).collect();
+        return Err(FormatError::UnknownName {
+            name: name_or_spec.to_owned(),
+            known: known.join(", "),
+        });
+    }
+    LogFormat::parse(name_or_spec)
+}
+
+#[derive(Deserialize)]
+struct FormatsFile {
+    formats: BTreeMap<String, String>,
+}
+
+/// The named formats of `configs/formats.toml` (lower-case name → format string).
+pub fn builtin_formats() -> BTreeMap<String, String> {
+    match toml::from_str::<FormatsFile>(BUILTIN_FORMATS_TOML) {
+        Ok(file) => file.formats,
+        Err(err) => {
+            // Only reachable if the shipped file is broken; a unit test guards it.
+            tracing::error!("configs/formats.toml is invalid: {err}");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// A raw line turned into a record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedLine {
+    pub record: LogRecord,
+    /// A format was given and the line did not match it.
+    pub format_mismatch: bool,
+}
+
+/// Decodes one raw line. With a matching format: the message is `<Content>`, the level and
+/// timestamp come from the header (normalised when recognised), and every header field is kept
+/// in `extra` as a string. Otherwise the whole line is the message, and a format that did not
+/// match is flagged (`format_mismatch`, also `extra["format_mismatch"] = true`).
+pub fn to_record(format: Option<&FormatSet>, line: &str) -> DecodedLine {
+    let Some(set) = format else {
+        return DecodedLine {
+            record: LogRecord::from_message(line),
+            format_mismatch: false,
+        };
+    };
+    match set.apply(line) {
+        Some(header) => DecodedLine {
+            record: record_from_header(&header),
+            format_mismatch: false,
+        },
+        None => {
+            let mut record = LogRecord::from_message(line);
+            record
+                .extra
+                .insert("format_mismatch".to_owned(), Value::Bool(true));
+            DecodedLine {
+                record,
+                format_mismatch: true,
+            }
+        }
+    }
+}
+
+fn record_from_header(header: &Header) -> LogRecord {
+    let mut record = LogRecord::from_message(header.content);
+    record.level = level_of(header);
+    record.timestamp = timestamp_of(header);
+    for &(name, value) in &header.fields {
+        if !RESERVED_KEYS.contains(&name) {
+            record
+                .extra
+                .insert(name.to_owned(), Value::String(value.to_owned()));
+        }
+    }
+    record
+}
+
+/// The canonical level of a `Level`/`Severity` field (any case), else its raw text.
+fn level_of(header: &Header) -> Option<String> {
+    let raw = header
+        .fields
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("level") || n.eq_ignore_ascii_case("severity"))
+        .map(|&(_, v)| v.trim())
+        .filter(|v| !v.is_empty())?;
+    Some(match Level::parse(raw) {
+        Level::Unknown => raw.to_owned(),
+        level => level.as_str().to_owned(),
+    })
+}
+
+/// The normalised timestamp of the header: the first recognised of `Timestamp`, `Datetime`,
+/// `Date Time`, `Month Date|Day Time`, `Date Day Time`, `Time`, `Date` (names in any case);
+/// when none is recognised, the raw text of the first present one.
+fn timestamp_of(header: &Header) -> Option<String> {
+    let field = |name: &str| header.get_ignore_case(name).filter(|v| !v.is_empty());
+    let (date, time, day, month) = (field("Date"), field("Time"), field("Day"), field("Month"));
+    let candidates: [&[Option<&str>]; 7] = [
+        &[field("Timestamp")],
+        &[field("Datetime")],
+        &[date, time],
+        &[month, date.or(day), time],
+        &[date, day, time],
+        &[time],
+        &[date],
+    ];
+    let mut first_raw = None;
+    for parts in candidates {
+        let Some(text) = join_all(parts) else { continue };
+        if let Some(ts) = timestamp::parse(&text) {
+            return Some(timestamp::to_rfc3339_millis(&ts));
+        }
+        first_raw.get_or_insert(text);
+    }
+    first_raw.map(Cow::into_owned)
+}
+
+/// The parts joined by spaces, or `None` if any is missing.
+fn join_all<'a>(parts: &[Option<&'a str>]) -> Option<Cow<'a, str>> {
+    match parts {
+        [one] => one.map(Cow::Borrowed),
+        _ => {
+            let present: Option<Vec<&str>> = parts.iter().copied().collect();
+            present.map(|p| Cow::Owned(p.join(" ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex::Regex;
+    use std::path::{Path, PathBuf};
+
+    /// The eight Loghub 2k datasets with logparser's formats for them.
+    const LOGHUB: [(&str, &str); 8] = [
+        ("HDFS", "<Date> <Time> <Pid> <Level> <Component>: <Content>"),
+        ("Hadoop", r"<Date> <Time> <Level> \[<Process>\] <Component>: <Content>"),
+        ("Spark", "<Date> <Time> <Level> <Component>: <Content>"),
+        (
+            "Zookeeper",
+            r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>",
+        ),
+        (
+            "BGL",
+            "<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
+        ),
+        ("HPC", "<LogId> <Node> <Component> <State> <Time> <Flag> <Content>"),
+        (
+            "Windows",
+            "<Date> <Time>, <Level>                  <Component>    <Content>",
+        ),
+        ("Apache", r"\[<Time>\] \[<Level>\] <Content>"),
+    ];
+
+    const LINUX: &str = r"<Month> <Date> <Time> <Level> <Component>(\[<PID>\])?: <Content>";
+
+    fn compile(spec: &str) -> LogFormat {
+        LogFormat::parse(spec).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// logpai/logparser's `generate_logformat_regex`: `<X>` → `(?P<X>.*?)`, spaces → `\s+`,
+    /// everything else verbatim as regex, anchored.
+    fn logparser_regex(spec: &str) -> Regex {
+        let field = Regex::new(r"<[^<>]+>").expect("field regex");
+        let spaces = Regex::new(" +").expect("space regex");
+        let mut pattern = String::from("^");
+        let mut last = 0;
+        for m in field.find_iter(spec) {
+            pattern.push_str(&spaces.replace_all(&spec[last..m.start()], r"\s+"));
+            pattern.push_str(&format!("(?P<{}>.*?)", &spec[m.start() + 1..m.end() - 1]));
+            last = m.end();
+        }
+        pattern.push_str(&spaces.replace_all(&spec[last..], r"\s+"));
+        pattern.push('$');
+        Regex::new(&pattern).expect("logparser regex")
+    }
+
+    /// What the oracle regex captures on the trimmed line, in format field order.
+    fn oracle<'a>(re: &Regex, format: &LogFormat, line: &'a str) -> Option<Vec<Option<&'a str>>> {
+        let caps = re.captures(line.trim())?;
+        Some(
+            format
+                .field_names()
+                .map(|n| caps.name(n).map(|m| m.as_str()))
+                .collect(),
+        )
+    }
+
+    /// What the fast matcher captures, in the same shape as [`oracle`].
+    fn fast<'a>(format: &'a LogFormat, line: &'a str) -> Option<Vec<Option<&'a str>>> {
+        let header = format.apply(line)?;
+        Some(
+            format
+                .field_names()
+                .map(|n| {
+                    if n == CONTENT {
+                        Some(header.content)
+                    } else {
+                        header.get(n)
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    fn loghub_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("LOGHUB_2K_DIR") {
+            return PathBuf::from(dir);
+        }
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/loghub-2k")
+    }
+
+    /// Raw lines and structured CSV rows (header row first) of a dataset.
+    fn load(name: &str) -> (String, Vec<Vec<String>>) {
+        let dir = loghub_dir().join(name);
+        let read = |file: String| {
+            let path = dir.join(file);
+            std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!("{}: {e} (set LOGHUB_2K_DIR to the loghub-2k folder)", path.display())
+            })
+        };
+        let log = read(format!("{name}_2k.log"));
+        let csv = read(format!("{name}_2k.log_structured_corrected.csv"));
+        (log, parse_csv(&csv))
+    }
+
+    /// A minimal RFC 4180 reader: quoted fields, `""` escapes, CRLF or LF rows.
+    fn parse_csv(text: &str) -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        let mut row = Vec::new();
+        let mut field = String::new();
+        let mut quoted = false;
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (quoted, c) {
+                (true, '"') if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                (true, '"') => quoted = false,
+                (true, _) => field.push(c),
+                (false, '"') => quoted = true,
+                (false, ',') => row.push(std::mem::take(&mut field)),
+                (false, '\r') => {}
+                (false, '\n') => {
+                    row.push(std::mem::take(&mut field));
+                    rows.push(std::mem::take(&mut row));
+                }
+                (false, _) => field.push(c),
+            }
+        }
+        if !field.is_empty() || !row.is_empty() {
+            row.push(field);
+            rows.push(row);
+        }
+        rows
+    }
+
+    #[test]
+    fn csv_reader_handles_quotes() {
+        let rows = parse_csv("a,b\r\n1,\"x, \"\"y\"\"\"\n2,\n");
+        assert_eq!(
+            rows,
+            vec![
+                vec!["a".to_owned(), "b".to_owned()],
+                vec!["1".to_owned(), "x, \"y\"".to_owned()],
+                vec!["2".to_owned(), String::new()],
+            ]
+        );
+    }
+
+    /// The CSV went through pandas, which read all-digit columns as numbers (dropping leading
+    /// zeros: HDFS `081109` became `81109`) and `NULL` as a missing value (written empty).
+    fn same_value(ours: &str, csv: &str) -> bool {
+        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        ours == csv
+            || (ours == "NULL" && csv.is_empty())
+            || (numeric(ours)
+                && numeric(csv)
+                && ours.trim_start_matches('0') == csv.trim_start_matches('0'))
+    }
+
+    #[test]
+    fn loghub_fields_equal_the_structured_csv() {
+        for (name, spec) in LOGHUB {
+            let format = compile(spec);
+            let (log, rows) = load(name);
+            let lines: Vec<&str> = log.lines().collect();
+            let (header, rows) = rows.split_first().unwrap_or_else(|| panic!("{name}: empty CSV"));
+            assert_eq!(lines.len(), 2000, "{name}");
+            assert_eq!(rows.len(), 2000, "{name}");
+            // Columns between LineId and EventId are the format's fields, Content included.
+            let columns = &header[1..header.len() - 2];
+            let names: Vec<&str> = format.field_names().collect();
+            assert_eq!(columns, names.as_slice(), "{name}");
+            let mut wrong = Vec::new();
+            for (i, (line, row)) in lines.iter().zip(rows).enumerate() {
+                let Some(got) = fast(&format, line) else {
+                    wrong.push(format!("line {}: no match: {line}", i + 1));
+                    continue;
+                };
+                for ((column, want), value) in columns.iter().zip(&row[1..]).zip(got) {
+                    let value = value.unwrap_or_default();
+                    if !same_value(value, want) {
+                        wrong.push(format!("line {} {column}: {value:?} != {want:?}", i + 1));
+                    }
+                }
+            }
+            assert!(wrong.is_empty(), "{name}: {} wrong:\n{}", wrong.len(), wrong.join("\n"));
+        }
+    }
+
+    #[test]
+    fn fast_matcher_agrees_with_logparser_regex_on_loghub() {
+        for (name, spec) in LOGHUB {
+            let format = compile(spec);
+            let re = logparser_regex(spec);
+            let (log, _) = load(name);
+            let mut count = 0;
+            for line in log.lines() {
+                assert_eq!(fast(&format, line), oracle(&re, &format, line), "{name}: {line}");
+                count += 1;
+            }
+            assert_eq!(count, 2000, "{name}");
+        }
+    }
+
+    #[test]
+    fn fast_matcher_agrees_with_regex_on_generated_lines() {
+        // Deterministic pseudo-random lines over an alphabet rich in separators, so lazy
+        // fields, whitespace runs and optional groups all have to backtrack.
+        let specs = [
+            LINUX,
+            "<A>:<B> <Content>",
+            "<A><B>-<Content>",
+            r"\[<A>\] <B>(\[<C>\])?: <Content>",
+            r"<A>( \(<B>\))?: <Content>",
+            "<A> <B> <C> <D>: <Content>",
+            "x <A>  <B>,<Content>",
+            "<Content> end",
+            "<A>:( <B>)?<Content>",
+        ];
+        let alphabet = [" ", "  ", "\t", ":", ": ", "[", "]", "(", ")", "a", "b7", "-", ",", "x", "é", "end", "\u{a0}"];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut matched = 0;
+        for spec in specs {
+            let format = compile(spec);
+            let re = logparser_regex(spec);
+            for _ in 0..3000 {
+                let len = (next() % 14) as usize;
+                let line: String = (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
+                let want = oracle(&re, &format, &line);
+                matched += usize::from(want.is_some());
+                assert_eq!(fast(&format, &line), want, "{spec}: {line:?}");
+            }
+        }
+        // The generator must exercise matches, not only mismatches.
+        assert!(matched > 1000, "{matched}");
+    }
+
+    #[test]
+    fn optional_group_with_and_without_pid() {
+        let format = compile(LINUX);
+        let with = format.apply("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; logname=");
+        assert_eq!(
+            with,
+            Some(Header {
+                content: "authentication failure; logname=",
+                fields: vec![
+                    ("Month", "Jun"),
+                    ("Date", "14"),
+                    ("Time", "15:16:01"),
+                    ("Level", "combo"),
+                    ("Component", "sshd(pam_unix)"),
+                    ("PID", "19939"),
+                ],
+            })
+        );
+        let without = format.apply("Jun 15 04:06:18 combo syslogd 1.4.1: restart.");
+        assert_eq!(
+            without,
+            Some(Header {
+                content: "restart.",
+                fields: vec![
+                    ("Month", "Jun"),
+                    ("Date", "15"),
+                    ("Time", "04:06:18"),
+                    ("Level", "combo"),
+                    ("Component", "syslogd 1.4.1"),
+                ],
+            })
+        );
+    }
+
+    #[test]
+    fn fields_are_lazy_and_the_last_takes_the_rest() {
+        let format = compile("<A>:<B>:<Content>");
+        let header = format.apply("  a:b:c:d  ");
+        assert_eq!(
+            header,
+            Some(Header {
+                content: "c:d",
+                fields: vec![("A", "a"), ("B", "b")],
+            })
+        );
+        let spaced_format = compile("<A> <Content>");
+        let spaced = spaced_format.apply("a \t  b  c");
+        assert_eq!(spaced.map(|h| (h.get("A"), h.content)), Some((Some("a"), "b  c")));
+    }
+
+    #[test]
+    fn mismatches() {
+        let hdfs = compile(LOGHUB[0].1);
+        assert_eq!(hdfs.apply(""), None);
+        assert_eq!(hdfs.apply("plain text without a header"), None);
+        assert_eq!(hdfs.apply("081109 203615 148 INFO no colon here"), None);
+        let apache = compile(LOGHUB[7].1);
+        assert_eq!(apache.apply("Sun Dec 04 04:47:44 2005 [error] x"), None);
+        assert_eq!(apache.apply("[Sun Dec 04 04:47:44 2005][error] x"), None);
+    }
+
+    #[test]
+    fn pathological_backtracking_stays_fast_and_exact() {
+        // Many whitespace positions and no final literal: exponential without memoisation.
+        let spec = "<A> <B> <C> <D> <E> <F>: <Content>";
+        let format = compile(spec);
+        let re = logparser_regex(spec);
+        let line = format!("a: {}end", "w ".repeat(400));
+        let start = std::time::Instant::now();
+        assert_eq!(fast(&format, &line), oracle(&re, &format, &line));
+        assert_eq!(format.apply(&line), None);
+        let mut colon = "w: ".repeat(300);
+        colon.push('z');
+        assert_eq!(fast(&format, &colon), oracle(&re, &format, &colon));
+        assert!(fast(&format, &colon).is_some());
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn spec_and_field_names() {
+        let format = compile(LINUX);
+        assert_eq!(format.spec(), LINUX);
+        let names: Vec<&str> = format.field_names().collect();
+        assert_eq!(names, ["Month", "Date", "Time", "Level", "Component", "PID", "Content"]);
+    }
+
+    #[test]
+    fn escapes_make_literals() {
+        let format = compile(r"\<<Level>\> \(x\)\\ <Content>");
+        let header = format.apply(r"<warn> (x)\ hello");
+        assert_eq!(header.map(|h| (h.get("Level"), h.content)), Some((Some("warn"), "hello")));
+    }
+
+    fn err(spec: &str) -> FormatError {
+        match LogFormat::parse(spec) {
+            Ok(_) => panic!("{spec} parsed"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn every_error_case() {
+        let s = |spec: &str| spec.to_owned();
+        assert_eq!(err("<Date> <Time>"), FormatError::MissingContent { spec: s("<Date> <Time>") });
+        assert_eq!(err(""), FormatError::MissingContent { spec: s("") });
+        assert_eq!(
+            err("<Date> <Content"),
+            FormatError::UnclosedField { spec: s("<Date> <Content"), pos: 7 }
+        );
+        assert_eq!(
+            err("<> <Content>"),
+            FormatError::EmptyFieldName { spec: s("<> <Content>"), pos: 0 }
+        );
+        assert_eq!(
+            err("<Da te> <Content>"),
+            FormatError::InvalidFieldName { spec: s("<Da te> <Content>"), pos: 3, ch: ' ' }
+        );
+        assert_eq!(
+            err("<A> <A> <Content>"),
+            FormatError::DuplicateField { spec: s("<A> <A> <Content>"), pos: 4, name: s("A") }
+        );
+        assert_eq!(
+            err("<Content> <Content>"),
+            FormatError::DuplicateField { spec: s("<Content> <Content>"), pos: 10, name: s("Content") }
+        );
+        let unbalanced = |spec: &str| match err(spec) {
+            FormatError::UnbalancedGroup { pos, .. } => pos,
+            other => panic!("{spec}: {other:?}"),
+        };
+        assert_eq!(unbalanced("<Content> <A>(\\[<B>\\]"), 13);
+        assert_eq!(unbalanced("<A>\\[<B>\\])? <Content>"), 10);
+        assert_eq!(unbalanced("<A>(\\[<B>\\]) <Content>"), 11);
+        assert_eq!(unbalanced("<A>(x(<B>)?)? <Content>"), 5);
+        assert_eq!(
+            err("<A>( <Content>)?"),
+            FormatError::OptionalContent { spec: s("<A>( <Content>)?"), pos: 5 }
+        );
+        assert_eq!(
+            err("<Content> \\"),
+            FormatError::DanglingEscape { spec: s("<Content> \\"), pos: 10 }
+        );
+        assert_eq!(FormatSet::parse(&[]), Err(FormatError::NoFormats));
+    }
+
+    #[test]
+    fn error_messages_name_the_position() {
+        assert_eq!(
+            err("<Date> <Content").to_string(),
+            "format `<Date> <Content`: `<` at byte 7 is never closed by `>` (write `\\<` for a literal `<`)"
+        );
+        assert_eq!(
+            err("<Content> <A>(x").to_string(),
+            "format `<Content> <A>(x`: unbalanced group at byte 13: `(` is never closed by `)?`"
+        );
+    }
+
+    #[test]
+    fn builtin_formats_all_parse() {
+        let builtin = builtin_formats();
+        let names: Vec<&str> = builtin.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "android", "apache", "bgl", "hadoop", "hdfs", "healthapp", "hpc", "linux", "mac",
+                "openssh", "openstack", "plain", "proxifier", "spark", "syslog", "thunderbird",
+                "windows", "zookeeper",
+            ]
+        );
+        for (name, spec) in &builtin {
+            assert!(LogFormat::parse(spec).is_ok(), "{name}: {spec}");
+        }
+        for (name, spec) in LOGHUB {
+            assert_eq!(builtin.get(&name.to_ascii_lowercase()).map(String::as_str), Some(spec));
+        }
+        assert_eq!(builtin.get("linux").map(String::as_str), Some(LINUX));
+    }
+
+    #[test]
+    fn builtin_formats_match_sample_lines() {
+        let samples = [
+            ("mac", "Jul  1 09:00:55 calvisitor-10-105-160-95 kernel[0]: IOThunderboltSwitch<0>(0x0)::listenerCallback", "IOThunderboltSwitch<0>(0x0)::listenerCallback"),
+            ("mac", "Jul  1 09:01:05 calvisitor-10-105-160-95 com.apple.CDScheduler[43]: Thermal pressure state: 1 Memory pressure state: 0", "Thermal pressure state: 1 Memory pressure state: 0"),
+            ("android", "03-17 16:13:38.811  1702  2395 D WindowManager: printFreezingDisplayLogsopening app wtoken", "printFreezingDisplayLogsopening app wtoken"),
+            ("healthapp", "20171223-22:15:29:606|Step_LSC|30002312|onStandStepChanged 3579", "onStandStepChanged 3579"),
+            ("proxifier", "[10.30 16:49:06] chrome.exe - proxy.cse.cuhk.edu.hk:5070 open through proxy", "proxy.cse.cuhk.edu.hk:5070 open through proxy"),
+            ("openssh", "Dec 10 06:55:46 LabSZ sshd[24200]: reverse mapping checking failed", "reverse mapping checking failed"),
+            ("syslog", "Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown", "check pass; user unknown"),
+            ("plain", "  anything at all ", "anything at all"),
+        ];
+        for (name, line, content) in samples {
+            let set = FormatSet::resolve(name).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(set.apply(line).map(|h| h.content), Some(content), "{name}");
+        }
+    }
+
+    #[test]
+    fn resolve_names_or_specs() {
+        assert_eq!(
+            FormatSet::resolve("HDFS").map(|s| s.formats()[0].spec().to_owned()),
+            Ok(LOGHUB[0].1.to_owned())
+        );
+        assert_eq!(
+            FormatSet::resolve("<L> <Content>").map(|s| s.formats()[0].spec().to_owned()),
+            Ok("<L> <Content>".to_owned())
+        );
+        assert!(matches!(
+            FormatSet::resolve("hdfss"),
+            Err(FormatError::UnknownName { name, .. }) if name == "hdfss"
+        ));
+        assert!(matches!(FormatSet::resolve("<L>"), Err(FormatError::MissingContent { .. })));
+        let set = FormatSet::resolve_all(&["apache".to_owned(), "plain".to_owned()]);
+        assert_eq!(set.as_ref().map(|s| s.formats().len()), Ok(2));
+    }
+
+    #[test]
+    fn format_set_first_match_wins() {
+        let set = FormatSet::parse(&[
+            r"\[<Time>\] \[<Level>\] <Content>".to_owned(),
+            "<Level>: <Content>".to_owned(),
+            "<Content>".to_owned(),
+        ]);
+        let set = set.unwrap_or_else(|e| panic!("{e}"));
+        let level = |line| set.apply(line).and_then(|h| h.get("Level"));
+        assert_eq!(level("[t] [error] x: y"), Some("error"));
+        assert_eq!(level("warn: y"), Some("warn"));
+        assert_eq!(level("just text"), None);
+        assert_eq!(set.apply("just text").map(|h| h.content), Some("just text"));
+    }
+
+    fn extra(record: &LogRecord, key: &str) -> Option<Value> {
+        record.extra.get(key).cloned()
+    }
+
+    #[test]
+    fn record_from_hadoop_line() {
+        let set = FormatSet::resolve("hadoop").unwrap_or_else(|e| panic!("{e}"));
+        let line = "2015-10-18 18:01:47,978 INFO [main] org.apache.hadoop.mapreduce.v2.app.MRAppMaster: Created MRAppMaster";
+        let decoded = to_record(Some(&set), line);
+        assert!(!decoded.format_mismatch);
+        let r = &decoded.record;
+        assert_eq!(r.message, "Created MRAppMaster");
+        assert_eq!(r.level.as_deref(), Some("INFO"));
+        assert_eq!(r.timestamp.as_deref(), Some("2015-10-18T18:01:47.978Z"));
+        assert_eq!(extra(r, "Date"), Some(Value::from("2015-10-18")));
+        assert_eq!(extra(r, "Time"), Some(Value::from("18:01:47,978")));
+        assert_eq!(extra(r, "Level"), Some(Value::from("INFO")));
+        assert_eq!(extra(r, "Process"), Some(Value::from("main")));
+        assert_eq!(
+            extra(r, "Component"),
+            Some(Value::from("org.apache.hadoop.mapreduce.v2.app.MRAppMaster"))
+        );
+        assert_eq!(r.extra.len(), 5);
+        assert_eq!(r.tags, crate::model::default_tags());
+    }
+
+    #[test]
+    fn record_levels_and_timestamps_per_shape() {
+        let cases = [
+            ("hdfs", "081109 203615 148 WARN dfs.DataNode: x", Some("WARNING"), Some("2008-11-09T20:36:15.000Z")),
+            ("apache", "[Sun Dec 04 04:47:44 2005] [notice] x", Some("NOTICE"), Some("2005-12-04T04:47:44.000Z")),
+            ("bgl", "- 1117838570 2005.06.03 R02 2005-06-03-15.42.50.675872 R02 RAS KERNEL FATAL x", Some("FATAL"), Some("2005-06-03T22:42:50.000Z")),
+            ("hpc", "134681 node-246 unix.hw state_change.unavailable 1077804742 1 x", None, Some("2004-02-26T14:12:22.000Z")),
+            ("spark", "17/06/09 20:10:40 ERROR executor.Executor: x", Some("ERROR"), Some("2017-06-09T20:10:40.000Z")),
+            ("windows", "2016-09-28 04:30:30, Info                  CBS    x", Some("INFO"), Some("2016-09-28T04:30:30.000Z")),
+            ("zookeeper", "2015-07-29 17:41:44,747 - WARN  [main:QuorumPeer@774] - x", Some("WARNING"), Some("2015-07-29T17:41:44.747Z")),
+            // Unknown level and unrecognised time keep their raw text.
+            ("hdfs", "someday noon 1 RAS dfs.X: x", Some("RAS"), Some("someday noon")),
+        ];
+        for (name, line, level, ts) in cases {
+            let set = FormatSet::resolve(name).unwrap_or_else(|e| panic!("{e}"));
+            let r = to_record(Some(&set), line).record;
+            assert_eq!(r.message, "x", "{name}");
+            assert_eq!(r.level.as_deref(), level, "{name}");
+            assert_eq!(r.timestamp.as_deref(), ts, "{name}");
+        }
+    }
+
+    #[test]
+    fn record_timestamp_from_month_day_time() {
+        let set = FormatSet::resolve("openssh").unwrap_or_else(|e| panic!("{e}"));
+        let r = to_record(Some(&set), "Dec 10 06:55:46 LabSZ sshd[24200]: x").record;
+        let year = chrono::Datelike::year(&chrono::Utc::now());
+        let want = [year, year + 1].map(|y| format!("{y}-12-10T06:55:46.000Z"));
+        assert!(r.timestamp.as_ref().is_some_and(|t| want.contains(t)), "{:?}", r.timestamp);
+        assert_eq!(extra(&r, "Pid"), Some(Value::from("24200")));
+    }
+
+    #[test]
+    fn severity_field_and_reserved_names() {
+        let set = FormatSet::resolve("<severity> <message> <id> <Content>").unwrap_or_else(|e| panic!("{e}"));
+        let r = to_record(Some(&set), "err m 7 body").record;
+        assert_eq!(r.level.as_deref(), Some("ERROR"));
+        assert_eq!(r.message, "body");
+        assert_eq!(r.id, None);
+        assert_eq!(extra(&r, "severity"), Some(Value::from("err")));
+        assert_eq!(extra(&r, "message"), None);
+        assert_eq!(extra(&r, "id"), None);
+        // The record still serializes with unique keys.
+        let json = serde_json::to_string(&r).unwrap_or_default();
+        assert_eq!(json.matches("\"message\"").count(), 1, "{json}");
+    }
+
+    #[test]
+    fn unmatched_optional_fields_are_not_stored() {
+        let set = FormatSet::resolve("linux").unwrap_or_else(|e| panic!("{e}"));
+        let r = to_record(Some(&set), "Jun 15 04:06:18 combo syslogd 1.4.1: restart.").record;
+        assert_eq!(extra(&r, "PID"), None);
+        assert_eq!(extra(&r, "Component"), Some(Value::from("syslogd 1.4.1")));
+    }
+
+    #[test]
+    fn mismatch_and_no_format() {
+        let set = FormatSet::resolve("hdfs").unwrap_or_else(|e| panic!("{e}"));
+        let decoded = to_record(Some(&set), "free text");
+        assert!(decoded.format_mismatch);
+        assert_eq!(decoded.record.message, "free text");
+        assert_eq!(extra(&decoded.record, "format_mismatch"), Some(Value::Bool(true)));
+        assert_eq!(decoded.record.level, None);
+        assert_eq!(decoded.record.timestamp, None);
+
+        let plain = to_record(None, "081109 203615 148 INFO dfs.DataNode: x");
+        assert!(!plain.format_mismatch);
+        assert_eq!(plain.record, LogRecord::from_message("081109 203615 148 INFO dfs.DataNode: x"));
+    }
+
+    #[test]
+    fn never_panics_on_odd_lines() {
+        let set = FormatSet::parse(&[
+            LINUX.to_owned(),
+            r"<A>( \(<B>\))?: <Content>".to_owned(),
+            "é<A>ü <Content>".to_owned(),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let odd = ["", " ", "é", "éü", "é xü y", "\u{3000}a\u{3000}b", "a:(\u{2028}", "\0", "ü:", "\u{10FFFF} (x): y"];
+        for line in odd {
+            for cut in 0..=line.len() {
+                if let Some(part) = line.get(..cut) {
+                    let _ = to_record(Some(&set), part);
+                }
+            }
+        }
+        let r = to_record(Some(&set), "éx ü y").record;
+        assert_eq!(r.message, "y");
+        assert_eq!(extra(&r, "A"), Some(Value::from("x ")));
+    }
+}

@@ -1,0 +1,505 @@
+//! Online template mining (Drain class): each masked line joins the most similar template of its
+//! shard or starts a new one; differing positions generalise to `<*>`.
+//!
+//! Sharding: every line has a [`shard_key`] computed from the line alone (index, token count,
+//! first token). Templates live inside one shard and lines only ever meet templates of their
+//! own shard, so any partition of the shards over independent miners yields exactly the
+//! templates and ids of a single miner.
+//!
+//! Template ids are a stable 64-bit hash of the index, shard and the masked text of the line
+//! that created the template: fixed for the template's life even as its text generalises,
+//! unique across shards and processes without coordination, and deterministic.
+//!
+//! Memory: at most `max_templates_per_shard` templates per shard. When a new template would
+//! exceed the cap, the least recently matched template of that shard is evicted (LRU on a
+//! per-shard logical clock, so eviction is deterministic). A line of an evicted template later
+//! recreates it, with the same id if its first line comes back.
+
+use crate::mask::{is_wildcard, MaskedMessage, WILDCARD};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+/// Stable id of a template.
+pub type TemplateId = u64;
+
+/// Renders a template id the way it is stored (`template_id` field): 16 hex digits.
+pub fn format_template_id(id: TemplateId) -> String {
+    format!("{id:016x}")
+}
+
+/// Miner settings. One global default serves all log types; see `configs/logsight.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MinerConfig {
+    /// Minimum similarity (0..1) for a line to join an existing template.
+    pub similarity_threshold: f64,
+    /// Weight of a template wildcard facing a constant token (a constant facing a masked
+    /// variable in the line counts 0). 1 would make wildcards absorb anything.
+    pub wildcard_weight: f64,
+    /// Cap on templates per shard; the least recently matched one is evicted beyond it.
+    pub max_templates_per_shard: usize,
+}
+
+impl Default for MinerConfig {
+    fn default() -> Self {
+        MinerConfig {
+            similarity_threshold: 0.5,
+            wildcard_weight: 0.5,
+            max_templates_per_shard: 1000,
+        }
+    }
+}
+
+/// Which shard a line belongs to: a hash of its index, token count and first token (or `*`
+/// when the first token holds a variable or a digit).
+pub fn shard_key(index: &str, msg: &MaskedMessage) -> u64 {
+    let mut h = Fnv64::new();
+    h.write(index.as_bytes());
+    h.write(&[0xff]);
+    h.write(&(msg.len() as u64).to_le_bytes());
+    h.write(first_token_key(msg).as_bytes());
+    h.finish()
+}
+
+fn first_token_key(msg: &MaskedMessage) -> &str {
+    if msg.is_empty() {
+        return "";
+    }
+    let first = msg.masked_token(0);
+    if first.contains(WILDCARD) || first.contains("<:") || first.bytes().any(|b| b.is_ascii_digit())
+    {
+        "*"
+    } else {
+        first
+    }
+}
+
+/// One template of a shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub id: TemplateId,
+    pub tokens: Vec<String>,
+    pub count: u64,
+    /// Shard clock value of the last line that matched (for LRU eviction).
+    pub last_seen: u64,
+}
+
+impl Template {
+    pub fn text(&self) -> String {
+        self.tokens.join(" ")
+    }
+}
+
+/// The templates of one shard.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Shard {
+    pub templates: Vec<Template>,
+    pub clock: u64,
+    pub evictions: u64,
+}
+
+/// What mining one line produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MineOutcome {
+    pub template_id: TemplateId,
+    /// The template text after this line (variables as `<*>`).
+    pub template: String,
+    /// The line's variable values, in order.
+    pub params: Vec<String>,
+    /// True when this line created the template.
+    pub added: bool,
+    /// Lines matched by the template so far, this one included.
+    pub count: u64,
+}
+
+/// Serializable miner state, restored with [`TemplateMiner::restore`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinerSnapshot {
+    pub version: u32,
+    pub config: MinerConfig,
+    pub shards: Vec<(u64, Shard)>,
+}
+
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// An online template miner holding any number of shards.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateMiner {
+    config: MinerConfig,
+    shards: FxHashMap<u64, Shard>,
+}
+
+impl TemplateMiner {
+    pub fn new(config: MinerConfig) -> Self {
+        TemplateMiner {
+            config,
+            shards: FxHashMap::default(),
+        }
+    }
+
+    pub fn config(&self) -> &MinerConfig {
+        &self.config
+    }
+
+    /// Mines one line of `index`.
+    pub fn add(&mut self, index: &str, msg: &MaskedMessage) -> MineOutcome {
+        let key = shard_key(index, msg);
+        self.add_to_shard(key, index, msg)
+    }
+
+    /// Mines one line whose shard key the caller already computed with [`shard_key`].
+    pub fn add_to_shard(&mut self, key: u64, index: &str, msg: &MaskedMessage) -> MineOutcome {
+        let config = &self.config;
+        let shard = self.shards.entry(key).or_default();
+        shard.clock += 1;
+        let clock = shard.clock;
+        let best = best_match(&shard.templates, msg, config);
+        let (slot, added) = match best {
+            Some(i) => {
+                generalise(&mut shard.templates[i].tokens, msg);
+                (i, false)
+            }
+            None => {
+                let template = Template {
+                    id: template_id(index, key, msg),
+                    tokens: msg.masked_tokens().map(str::to_owned).collect(),
+                    count: 0,
+                    last_seen: clock,
+                };
+                (insert_bounded(shard, template, config.max_templates_per_shard), true)
+            }
+        };
+        let template = &mut shard.templates[slot];
+        template.count += 1;
+        template.last_seen = clock;
+        MineOutcome {
+            template_id: template.id,
+            template: template.text(),
+            params: extract_params(&template.tokens, msg),
+            added,
+            count: template.count,
+        }
+    }
+
+    /// All templates with their shard keys.
+    pub fn templates(&self) -> impl Iterator<Item = (u64, &Template)> {
+        self.shards
+            .iter()
+            .flat_map(|(k, s)| s.templates.iter().map(move |t| (*k, t)))
+    }
+
+    pub fn template_count(&self) -> usize {
+        self.shards.values().map(|s| s.templates.len()).sum()
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.shards.values().map(|s| s.evictions).sum()
+    }
+
+    /// The miner's state, with shards in key order so equal states serialize equally.
+    pub fn snapshot(&self) -> MinerSnapshot {
+        let mut shards: Vec<(u64, Shard)> =
+            self.shards.iter().map(|(k, s)| (*k, s.clone())).collect();
+        shards.sort_by_key(|(k, _)| *k);
+        MinerSnapshot {
+            version: SNAPSHOT_VERSION,
+            config: self.config.clone(),
+            shards,
+        }
+    }
+
+    /// Rebuilds a miner from a snapshot; `None` when the snapshot's version is unknown.
+    pub fn restore(snapshot: MinerSnapshot) -> Option<Self> {
+        (snapshot.version == SNAPSHOT_VERSION).then(|| TemplateMiner {
+            config: snapshot.config,
+            shards: snapshot.shards.into_iter().collect(),
+        })
+    }
+}
+
+/// Index of the most similar template reaching the threshold; ties go to the older template.
+fn best_match(templates: &[Template], msg: &MaskedMessage, config: &MinerConfig) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, t) in templates.iter().enumerate() {
+        if t.tokens.len() != msg.len() {
+            continue;
+        }
+        let Some(sim) = similarity(&t.tokens, msg, config.wildcard_weight) else {
+            continue;
+        };
+        if sim >= config.similarity_threshold && best.is_none_or(|(_, b)| sim > b) {
+            best = Some((i, sim));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Share of positions where the template agrees with the line: equal tokens count 1, a
+/// template wildcard facing a line constant counts `wildcard_weight`. `None` when the two
+/// disagree on a pair of plain words: messages differing only in a word like
+/// `initialization`/`finalization` are different events, whereas values (ids, numbers,
+/// paths) carry digits or punctuation and were mostly masked already.
+fn similarity(template: &[String], msg: &MaskedMessage, wildcard_weight: f64) -> Option<f64> {
+    if template.is_empty() {
+        return Some(1.0);
+    }
+    let mut score = 0.0;
+    for (i, t) in template.iter().enumerate() {
+        let token = msg.masked_token(i);
+        if t == token {
+            score += 1.0;
+        } else if is_wildcard(t) {
+            score += wildcard_weight;
+        } else if is_plain_word(t) && is_plain_word(token) {
+            return None;
+        }
+    }
+    Some(score / template.len() as f64)
+}
+
+/// Letters only, ignoring trailing sentence punctuation.
+fn is_plain_word(token: &str) -> bool {
+    let word = token.trim_end_matches(['.', ',', ':', ';', '!', '?']);
+    !word.is_empty() && word.chars().all(char::is_alphabetic)
+}
+
+/// Turns every template position that disagrees with the line into a wildcard.
+fn generalise(tokens: &mut [String], msg: &MaskedMessage) {
+    for (i, t) in tokens.iter_mut().enumerate() {
+        if !is_wildcard(t) && t != msg.masked_token(i) {
+            *t = WILDCARD.to_owned();
+        }
+    }
+}
+
+/// Inserts `template`, evicting the least recently matched template when the shard is full.
+fn insert_bounded(shard: &mut Shard, template: Template, cap: usize) -> usize {
+    if shard.templates.len() >= cap.max(1) {
+        let lru = shard
+            .templates
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, t)| t.last_seen)
+            .map(|(i, _)| i);
+        if let Some(i) = lru {
+            shard.templates[i] = template;
+            shard.evictions += 1;
+            return i;
+        }
+    }
+    shard.templates.push(template);
+    shard.templates.len() - 1
+}
+
+/// The line's values at template wildcards (whole tokens) and inside partially masked
+/// constant tokens, in order.
+fn extract_params(template: &[String], msg: &MaskedMessage) -> Vec<String> {
+    let mut params = Vec::new();
+    for (i, t) in template.iter().enumerate() {
+        if is_wildcard(t) {
+            params.push(msg.original_token(i).to_owned());
+        } else {
+            params.extend(msg.values_of(i).map(str::to_owned));
+        }
+    }
+    params
+}
+
+fn template_id(index: &str, key: u64, msg: &MaskedMessage) -> TemplateId {
+    let mut h = Fnv64::new();
+    h.write(index.as_bytes());
+    h.write(&[0xff]);
+    h.write(&key.to_le_bytes());
+    for t in msg.masked_tokens() {
+        h.write(t.as_bytes());
+        h.write(&[0x1f]);
+    }
+    h.finish()
+}
+
+/// FNV-1a, 64 bit: a hash whose output never changes across Rust versions or platforms, so
+/// template ids and shard keys are stable on disk and across processes.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv64(u64);
+
+impl Fnv64 {
+    pub fn new() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::Masker;
+
+    fn mine(miner: &mut TemplateMiner, masker: &Masker, line: &str) -> MineOutcome {
+        miner.add("app", &masker.mask(line))
+    }
+
+    #[test]
+    fn fnv_matches_reference_vectors() {
+        // Published FNV-1a 64 test vectors.
+        let mut h = Fnv64::new();
+        h.write(b"");
+        assert_eq!(h.finish(), 0xcbf29ce484222325);
+        let mut h = Fnv64::new();
+        h.write(b"a");
+        assert_eq!(h.finish(), 0xaf63dc4c8601ec8c);
+        let mut h = Fnv64::new();
+        h.write(b"foobar");
+        assert_eq!(h.finish(), 0x85944171f73967e8);
+    }
+
+    #[test]
+    fn similar_lines_merge_and_differences_generalise() {
+        let masker = Masker::default_masks();
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        let a = mine(&mut m, &masker, "Changing view acls to: yarn,curi");
+        assert!(a.added);
+        assert_eq!(a.template, "Changing view acls to: yarn,curi");
+        let b = mine(&mut m, &masker, "Changing view acls to: root");
+        assert!(!b.added);
+        assert_eq!(b.template_id, a.template_id);
+        assert_eq!(b.template, "Changing view acls to: <*>");
+        assert_eq!(b.params, ["root"]);
+        assert_eq!(b.count, 2);
+    }
+
+    #[test]
+    fn dissimilar_lines_split() {
+        let masker = Masker::default_masks();
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        let a = mine(&mut m, &masker, "Starting quorum peer now");
+        let b = mine(&mut m, &masker, "Starting remoting service here");
+        assert_ne!(a.template_id, b.template_id);
+        assert!(b.added);
+        // Different lengths never meet.
+        let c = mine(&mut m, &masker, "Starting quorum peer");
+        assert!(c.added);
+        assert_eq!(m.template_count(), 3);
+    }
+
+    #[test]
+    fn params_come_from_masks_and_wildcards_in_order() {
+        let masker = Masker::default_masks();
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        mine(&mut m, &masker, "user alice logged in from 10.0.0.1 (id=7)");
+        let o = mine(&mut m, &masker, "user bob logged in from 10.0.0.2 (id=9)");
+        assert_eq!(o.template, "user <*> logged in from <*> (id=<*>)");
+        assert_eq!(o.params, ["bob", "10.0.0.2", "9"]);
+    }
+
+    #[test]
+    fn ids_are_stable_while_the_template_generalises() {
+        let masker = Masker::default_masks();
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        let first = mine(&mut m, &masker, "job alpha done in time");
+        let second = mine(&mut m, &masker, "job beta done in time");
+        assert_eq!(first.template_id, second.template_id);
+        // Same input order in a fresh miner gives the same ids.
+        let mut again = TemplateMiner::new(MinerConfig::default());
+        assert_eq!(
+            mine(&mut again, &masker, "job alpha done in time").template_id,
+            first.template_id
+        );
+        // The id depends on the index too, so tenants never share ids.
+        let other = again.add("other", &masker.mask("job alpha done in time"));
+        assert_ne!(other.template_id, first.template_id);
+    }
+
+    #[test]
+    fn sharded_miners_equal_one_miner() {
+        let masker = Masker::default_masks();
+        let lines: Vec<String> = (0..400)
+            .map(|i| match i % 5 {
+                0 => format!("worker {i} started task {}", i * 7),
+                1 => format!("connection from 10.0.{}.{} closed", i % 3, i % 250),
+                2 => format!("disk {} usage {}%", ["sda", "sdb", "sdc"][i % 3], i % 100),
+                3 => format!("Received block blk_{i} of size {} from /10.1.1.{}", i * 3, i % 9),
+                _ => format!("cache miss key{} ratio {}", i % 11, i),
+            })
+            .collect();
+        let mut single = TemplateMiner::new(MinerConfig::default());
+        let expected: Vec<_> = lines
+            .iter()
+            .map(|l| mine(&mut single, &masker, l))
+            .collect();
+        let mut shards: Vec<TemplateMiner> =
+            (0..3).map(|_| TemplateMiner::new(MinerConfig::default())).collect();
+        for (line, want) in lines.iter().zip(&expected) {
+            let msg = masker.mask(line);
+            let key = shard_key("app", &msg);
+            let got = shards[(key % 3) as usize].add_to_shard(key, "app", &msg);
+            assert_eq!(&got, want, "{line}");
+        }
+        let total: usize = shards.iter().map(TemplateMiner::template_count).sum();
+        assert_eq!(total, single.template_count());
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_ids_and_counts() {
+        let masker = Masker::default_masks();
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        mine(&mut m, &masker, "job alpha done in 5 ms");
+        let json = serde_json::to_string(&m.snapshot()).unwrap();
+        let restored: MinerSnapshot = serde_json::from_str(&json).unwrap();
+        let mut r = TemplateMiner::restore(restored).unwrap();
+        let a = mine(&mut m, &masker, "job beta done in 6 ms");
+        let b = mine(&mut r, &masker, "job beta done in 6 ms");
+        assert_eq!(a, b);
+        assert!(!b.added);
+        assert_eq!(m.snapshot(), r.snapshot());
+        let mut bad = m.snapshot();
+        bad.version = 99;
+        assert!(TemplateMiner::restore(bad).is_none());
+    }
+
+    #[test]
+    fn template_cap_evicts_least_recently_matched() {
+        let masker = Masker::default_masks();
+        let config = MinerConfig {
+            max_templates_per_shard: 2,
+            ..MinerConfig::default()
+        };
+        let mut m = TemplateMiner::new(config);
+        let a = mine(&mut m, &masker, "open alpha bravo charlie");
+        mine(&mut m, &masker, "open delta echo foxtrot");
+        // Touch `a` so the second template is the least recently matched.
+        mine(&mut m, &masker, "open alpha bravo charlie");
+        mine(&mut m, &masker, "open golf hotel india");
+        assert_eq!(m.template_count(), 2);
+        assert_eq!(m.evictions(), 1);
+        let again_a = mine(&mut m, &masker, "open alpha bravo charlie");
+        assert_eq!(again_a.template_id, a.template_id);
+        assert!(!again_a.added);
+        let again_d = mine(&mut m, &masker, "open delta echo foxtrot");
+        assert!(again_d.added, "evicted template comes back as new");
+    }
+
+    #[test]
+    fn empty_messages_have_a_template() {
+        let masker = Masker::default_masks();
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        let o = mine(&mut m, &masker, "   ");
+        assert_eq!(o.template, "");
+        assert!(o.params.is_empty());
+    }
+}
