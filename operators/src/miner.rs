@@ -401,27 +401,40 @@ mod tests {
     fn params_come_from_masks_and_wildcards_in_order() {
         let masker = Masker::default_masks();
         let mut m = TemplateMiner::new(MinerConfig::default());
-        mine(&mut m, &masker, "user alice logged in from 10.0.0.1 (id=7)");
-        let o = mine(&mut m, &masker, "user bob logged in from 10.0.0.2 (id=9)");
+        mine(&mut m, &masker, "user alice@corp logged in from 10.0.0.1 (id=7)");
+        let o = mine(&mut m, &masker, "user bob@corp logged in from 10.0.0.2 (id=9)");
         assert_eq!(o.template, "user <*> logged in from <*> (id=<*>)");
-        assert_eq!(o.params, ["bob", "10.0.0.2", "9"]);
+        assert_eq!(o.params, ["bob@corp", "10.0.0.2", "9"]);
+    }
+
+    #[test]
+    fn lines_differing_in_a_plain_word_stay_apart() {
+        let masker = Masker::default_masks();
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        let a = mine(&mut m, &masker, "Starting TrustedInstaller initialization.");
+        let b = mine(&mut m, &masker, "Starting TrustedInstaller finalization.");
+        assert_ne!(a.template_id, b.template_id);
+        // A word facing a value with digits or punctuation is not a plain-word pair.
+        let c = mine(&mut m, &masker, "Starting TrustedInstaller v2-beta.");
+        assert_eq!(c.template, "Starting TrustedInstaller <*>");
+        assert!(!c.added);
     }
 
     #[test]
     fn ids_are_stable_while_the_template_generalises() {
         let masker = Masker::default_masks();
         let mut m = TemplateMiner::new(MinerConfig::default());
-        let first = mine(&mut m, &masker, "job alpha done in time");
-        let second = mine(&mut m, &masker, "job beta done in time");
+        let first = mine(&mut m, &masker, "job alpha-x done in time");
+        let second = mine(&mut m, &masker, "job beta-y done in time");
         assert_eq!(first.template_id, second.template_id);
         // Same input order in a fresh miner gives the same ids.
         let mut again = TemplateMiner::new(MinerConfig::default());
         assert_eq!(
-            mine(&mut again, &masker, "job alpha done in time").template_id,
+            mine(&mut again, &masker, "job alpha-x done in time").template_id,
             first.template_id
         );
         // The id depends on the index too, so tenants never share ids.
-        let other = again.add("other", &masker.mask("job alpha done in time"));
+        let other = again.add("other", &masker.mask("job alpha-x done in time"));
         assert_ne!(other.template_id, first.template_id);
     }
 
@@ -458,12 +471,12 @@ mod tests {
     fn snapshot_round_trip_keeps_ids_and_counts() {
         let masker = Masker::default_masks();
         let mut m = TemplateMiner::new(MinerConfig::default());
-        mine(&mut m, &masker, "job alpha done in 5 ms");
+        mine(&mut m, &masker, "job alpha-x done in 5 ms");
         let json = serde_json::to_string(&m.snapshot()).unwrap();
         let restored: MinerSnapshot = serde_json::from_str(&json).unwrap();
         let mut r = TemplateMiner::restore(restored).unwrap();
-        let a = mine(&mut m, &masker, "job beta done in 6 ms");
-        let b = mine(&mut r, &masker, "job beta done in 6 ms");
+        let a = mine(&mut m, &masker, "job beta-y done in 6 ms");
+        let b = mine(&mut r, &masker, "job beta-y done in 6 ms");
         assert_eq!(a, b);
         assert!(!b.added);
         assert_eq!(m.snapshot(), r.snapshot());
