@@ -4,13 +4,14 @@
 //! [`LineAnalyzer`] chains header decoding and all three for single-threaded callers such as
 //! `logsight parse` and benchmarks.
 
-use crate::anomaly::{AnomalyConfig, AnomalyInput, AnomalyScorer};
+use crate::anomaly::{AnomalyConfig, AnomalyScorer};
 use crate::format::{to_record, FormatSet};
 use crate::level::Level;
 use crate::mask::{MaskConfig, MaskError, MaskRule, MaskedMessage, Masker};
 use crate::miner::{format_template_id, shard_key, MinerConfig, TemplateMiner};
 use crate::model::{LogRecord, ResultRecord};
 use crate::risk::RiskTable;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// Everything the analytics path is configured by (the `[analytics]` part of the config).
@@ -138,33 +139,48 @@ impl ShardMiner {
     }
 }
 
-/// Stateless last step: anomaly score, prediction and risk of a mined line.
+/// Last step: anomaly score, prediction and risk of a mined line. Its only state is a cache of
+/// each template's vocabulary evidence, which depends on the template text alone.
 #[derive(Debug, Clone)]
 pub struct Scorer {
     anomaly: AnomalyScorer,
     risk: RiskTable,
+    vocabulary: FxHashMap<String, f64>,
 }
+
+/// Bound of the vocabulary cache; it is cleared when full (templates are few in practice).
+const VOCABULARY_CACHE_CAP: usize = 65_536;
 
 impl Scorer {
     pub fn new(config: &AnalyticsConfig) -> Self {
         Scorer {
             anomaly: AnomalyScorer::new(config.anomaly.clone()),
             risk: config.risk.clone(),
+            vocabulary: FxHashMap::default(),
         }
     }
 
-    pub fn score(&self, result: &mut ResultRecord) {
+    pub fn score(&mut self, result: &mut ResultRecord) {
         let level = result.log.level.as_deref().map_or(Level::Unknown, Level::parse);
         let added = result.added_state == 1;
-        result.anomaly_score = self.anomaly.score(&AnomalyInput {
-            level,
-            template: &result.template,
-            added,
-        });
+        let vocabulary = self.vocabulary_evidence(&result.template);
+        result.anomaly_score = self.anomaly.combine(level, vocabulary, added);
         result.prediction = self.anomaly.predict(result.anomaly_score);
         result.risk_score = self
             .risk
             .score(added, result.prediction == 1, level.is_fault());
+    }
+
+    fn vocabulary_evidence(&mut self, template: &str) -> f64 {
+        if let Some(v) = self.vocabulary.get(template) {
+            return *v;
+        }
+        if self.vocabulary.len() >= VOCABULARY_CACHE_CAP {
+            self.vocabulary.clear();
+        }
+        let v = self.anomaly.vocabulary_evidence(template);
+        self.vocabulary.insert(template.to_owned(), v);
+        v
     }
 }
 

@@ -98,15 +98,21 @@ impl AnomalyScorer {
 
     /// The anomaly score in [0, 1].
     pub fn score(&self, input: &AnomalyInput<'_>) -> f64 {
+        let vocabulary = self.vocabulary_evidence(input.template);
+        self.combine(input.level, vocabulary, input.added)
+    }
+
+    /// The score from the level, a template's [`vocabulary_evidence`](Self::vocabulary_evidence)
+    /// (which callers may cache per template) and novelty.
+    pub fn combine(&self, level: Level, vocabulary: f64, added: bool) -> f64 {
         let c = &self.config;
-        let level = match input.level {
+        let level = match level {
             Level::Fatal | Level::Critical | Level::Fault => c.level_fatal,
             Level::Error => c.level_error,
             Level::Warning => c.level_warning,
             _ => 0.0,
         };
-        let vocabulary = self.vocabulary_evidence(input.template);
-        let novelty = if input.added { c.novelty } else { 0.0 };
+        let novelty = if added { c.novelty } else { 0.0 };
         let score = 1.0 - (1.0 - level) * (1.0 - vocabulary) * (1.0 - novelty);
         score.clamp(0.0, 1.0)
     }
@@ -118,7 +124,7 @@ impl AnomalyScorer {
 
     /// Strongest fault-word evidence among the template's constant words, combining the two
     /// strongest by noisy-OR, damped when a recovery word is present.
-    fn vocabulary_evidence(&self, template: &str) -> f64 {
+    pub fn vocabulary_evidence(&self, template: &str) -> f64 {
         let c = &self.config;
         let (mut first, mut second, mut recovered) = (0.0_f64, 0.0_f64, false);
         for word in template_words(template) {

@@ -10,8 +10,7 @@ use crate::level::Level;
 use crate::model::LogRecord;
 use crate::timestamp;
 use serde::Deserialize;
-use serde_json::Value;
-use std::borrow::Cow;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -101,6 +100,8 @@ pub struct LogFormat {
     ops: Vec<Op>,
     names: Vec<Box<str>>,
     content_slot: usize,
+    /// Slots of the fields `to_record` interprets, found once here instead of per line.
+    roles: Roles,
     /// What any matching line contains, in order (see [`LogFormat::may_match`]).
     segments: Vec<Vec<Part>>,
 }
@@ -152,31 +153,19 @@ impl LogFormat {
     /// Splits `line` (leading and trailing whitespace ignored) into header fields and message;
     /// `None` when the line does not have this format.
     pub fn apply<'a>(&'a self, line: &'a str) -> Option<Header<'a>> {
-        let mut spans = Vec::new();
-        let line = self.match_spans(line, &mut spans)?;
-        let mut content = "";
-        let mut fields = Vec::with_capacity(self.names.len().saturating_sub(1));
-        for (slot, (name, span)) in self.names.iter().zip(&spans).enumerate() {
-            let Some(value) = span.and_then(|(start, end)| line.get(start..end)) else {
-                continue;
-            };
-            if slot == self.content_slot {
-                content = value;
-            } else {
-                fields.push((&**name, value));
-            }
-        }
-        Some(Header { content, fields })
+        with_spans(self.names.len(), |spans| {
+            let line = self.match_into(line, spans)?;
+            Some(Matched { format: self, line, spans }.header())
+        })
     }
 
     /// Matches the trimmed `line`, filling `spans` (one per field); returns the trimmed line.
-    fn match_spans<'a>(&self, line: &'a str, spans: &mut Vec<Span>) -> Option<&'a str> {
+    fn match_into<'a>(&self, line: &'a str, spans: &mut [Span]) -> Option<&'a str> {
         let line = line.trim();
         if !self.may_match(line) {
             return None;
         }
-        spans.clear();
-        spans.resize(self.names.len(), None);
+        spans.fill(None);
         let mut matcher = Matcher {
             ops: &self.ops,
             line,
@@ -211,6 +200,91 @@ impl LogFormat {
     }
 }
 
+/// Runs `f` with `len` capture slots, on the stack for the usual few fields.
+fn with_spans<R>(len: usize, f: impl FnOnce(&mut [Span]) -> R) -> R {
+    const INLINE: usize = 16;
+    if len <= INLINE {
+        let mut spans = [None; INLINE];
+        f(&mut spans[..len])
+    } else {
+        f(&mut vec![None; len])
+    }
+}
+
+/// Slots of the header fields with a meaning for records (names compared case-insensitively).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Roles {
+    /// `Level` or `Severity`.
+    level: Option<usize>,
+    timestamp: Option<usize>,
+    datetime: Option<usize>,
+    date: Option<usize>,
+    time: Option<usize>,
+    day: Option<usize>,
+    month: Option<usize>,
+    /// Per slot: whether the field is stored in `extra` (not `Content`, not a record key).
+    stored: Vec<bool>,
+}
+
+impl Roles {
+    fn of(names: &[Box<str>]) -> Roles {
+        let find = |wanted: &str| names.iter().position(|n| n.eq_ignore_ascii_case(wanted));
+        Roles {
+            level: find("level").or_else(|| find("severity")),
+            timestamp: find("timestamp"),
+            datetime: find("datetime"),
+            date: find("date"),
+            time: find("time"),
+            day: find("day"),
+            month: find("month"),
+            stored: names
+                .iter()
+                .map(|n| &**n != CONTENT && !RESERVED_KEYS.contains(&&**n))
+                .collect(),
+        }
+    }
+}
+
+/// A matched line seen through its format, without copying anything.
+struct Matched<'a, 's> {
+    format: &'a LogFormat,
+    line: &'a str,
+    spans: &'s [Span],
+}
+
+impl<'a> Matched<'a, '_> {
+    fn value(&self, slot: usize) -> Option<&'a str> {
+        let (start, end) = self.spans.get(slot).copied().flatten()?;
+        self.line.get(start..end)
+    }
+
+    fn content(&self) -> &'a str {
+        self.value(self.format.content_slot).unwrap_or_default()
+    }
+
+    /// (name, value) of the matched fields other than `Content`.
+    fn fields(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        let names = &self.format.names;
+        (0..names.len())
+            .filter(|&slot| slot != self.format.content_slot)
+            .filter_map(move |slot| Some((&*names[slot], self.value(slot)?)))
+    }
+
+    /// The non-empty value of a role's field.
+    fn role(&self, slot: Option<usize>) -> Option<&'a str> {
+        self.value(slot?).filter(|v| !v.is_empty())
+    }
+
+    fn header(&self) -> Header<'a> {
+        let mut fields = Vec::with_capacity(self.format.names.len());
+        fields.extend(self.fields());
+        Header {
+            content: self.content(),
+            fields,
+        }
+    }
+}
+
 /// Backtracking steps allowed before switching to the feasibility table.
 const STEP_BUDGET_BASE: usize = 64;
 const STEP_BUDGET_PER_BYTE: usize = 2;
@@ -224,7 +298,8 @@ enum Part {
 
 /// The runs of literal/whitespace steps outside groups, split at fields and groups. A `Ws`
 /// before a `Lit` starting with whitespace also splits, so a `Ws` inside a run always spans
-/// its whole whitespace run.
+/// its whole whitespace run. Runs without a literal are dropped: nearly every line passes them,
+/// so checking them would only cost time.
 fn required_segments(ops: &[Op]) -> Vec<Vec<Part>> {
     let mut segments = Vec::new();
     let mut current = Vec::new();
@@ -249,6 +324,7 @@ fn required_segments(ops: &[Op]) -> Vec<Vec<Part>> {
             }
         }
     }
+    segments.retain(|segment| segment.iter().any(|part| matches!(part, Part::Lit(_))));
     segments
 }
 
@@ -318,13 +394,32 @@ fn whitespace_run_end(line: &str, mut pos: usize) -> usize {
     }
 }
 
+/// Bytes that may start a whitespace character: ASCII whitespace and UTF-8 lead bytes.
+const MAY_START_WHITESPACE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b, 0x09..=0x0D | 0x20) || b >= 0xC0;
+        b += 1;
+    }
+    table
+};
+
 /// The first whitespace character at or after `from`.
 fn next_whitespace(line: &str, from: usize) -> Option<usize> {
     let bytes = line.as_bytes();
-    (from..bytes.len()).find(|&i| {
-        let b = bytes[i];
-        matches!(b, b'\t'..=b'\r' | b' ') || (b >= 0xC0 && whitespace_len_at(line, i) > 0)
-    })
+    let mut start = from;
+    loop {
+        let offset = bytes
+            .get(start..)?
+            .iter()
+            .position(|&b| MAY_START_WHITESPACE[usize::from(b)])?;
+        let at = start + offset;
+        if whitespace_len_at(line, at) > 0 {
+            return Some(at);
+        }
+        start = at + 1;
+    }
 }
 
 /// The first occurrence of `lit` (non-empty) at or after `from`: a byte scan for its first
@@ -710,6 +805,7 @@ impl<'s> Compiler<'s> {
         Ok(LogFormat {
             spec: self.spec.to_owned(),
             segments: required_segments(&self.ops),
+            roles: Roles::of(&self.names),
             ops: self.ops,
             names: self.names,
             content_slot,
@@ -835,46 +931,48 @@ pub fn to_record(format: Option<&FormatSet>, line: &str) -> DecodedLine {
             format_mismatch: false,
         };
     };
-    match set.apply(line) {
-        Some(header) => DecodedLine {
-            record: record_from_header(&header),
-            format_mismatch: false,
-        },
-        None => {
-            let mut record = LogRecord::from_message(line);
-            record
-                .extra
-                .insert("format_mismatch".to_owned(), Value::Bool(true));
-            DecodedLine {
+    for format in &set.formats {
+        let record = with_spans(format.names.len(), |spans| {
+            let line = format.match_into(line, spans)?;
+            Some(record_from(&Matched { format, line, spans }))
+        });
+        if let Some(record) = record {
+            return DecodedLine {
                 record,
-                format_mismatch: true,
-            }
+                format_mismatch: false,
+            };
         }
+    }
+    let mut record = LogRecord::from_message(line);
+    record
+        .extra
+        .insert("format_mismatch".to_owned(), Value::Bool(true));
+    DecodedLine {
+        record,
+        format_mismatch: true,
     }
 }
 
-fn record_from_header(header: &Header) -> LogRecord {
-    let mut record = LogRecord::from_message(header.content);
-    record.level = level_of(header);
-    record.timestamp = timestamp_of(header);
-    for &(name, value) in &header.fields {
-        if !RESERVED_KEYS.contains(&name) {
+fn record_from(matched: &Matched) -> LogRecord {
+    let roles = &matched.format.roles;
+    let mut record = LogRecord::from_message(matched.content());
+    record.level = level_of(matched.role(roles.level));
+    record.timestamp = timestamp_of(matched);
+    record.extra = Map::with_capacity(roles.stored.len());
+    for (slot, name) in matched.format.names.iter().enumerate() {
+        let stored = roles.stored.get(slot).copied().unwrap_or(false);
+        if let Some(value) = matched.value(slot).filter(|_| stored) {
             record
                 .extra
-                .insert(name.to_owned(), Value::String(value.to_owned()));
+                .insert(name.to_string(), Value::String(value.to_owned()));
         }
     }
     record
 }
 
-/// The canonical level of a `Level`/`Severity` field (any case), else its raw text.
-fn level_of(header: &Header) -> Option<String> {
-    let raw = header
-        .fields
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("level") || n.eq_ignore_ascii_case("severity"))
-        .map(|&(_, v)| v.trim())
-        .filter(|v| !v.is_empty())?;
+/// The canonical name of a level, else its raw text.
+fn level_of(raw: Option<&str>) -> Option<String> {
+    let raw = raw.map(str::trim).filter(|v| !v.is_empty())?;
     Some(match Level::parse(raw) {
         Level::Unknown => raw.to_owned(),
         level => level.as_str().to_owned(),
@@ -884,38 +982,52 @@ fn level_of(header: &Header) -> Option<String> {
 /// The normalised timestamp of the header: the first recognised of `Timestamp`, `Datetime`,
 /// `Date Time`, `Month Date|Day Time`, `Date Day Time`, `Time`, `Date` (names in any case);
 /// when none is recognised, the raw text of the first present one.
-fn timestamp_of(header: &Header) -> Option<String> {
-    let field = |name: &str| header.get_ignore_case(name).filter(|v| !v.is_empty());
-    let (date, time, day, month) = (field("Date"), field("Time"), field("Day"), field("Month"));
+fn timestamp_of(matched: &Matched) -> Option<String> {
+    let roles = &matched.format.roles;
+    let field = |slot| matched.role(slot);
+    let (date, time, day, month) = (
+        field(roles.date),
+        field(roles.time),
+        field(roles.day),
+        field(roles.month),
+    );
     let candidates: [&[Option<&str>]; 7] = [
-        &[field("Timestamp")],
-        &[field("Datetime")],
+        &[field(roles.timestamp)],
+        &[field(roles.datetime)],
         &[date, time],
         &[month, date.or(day), time],
         &[date, day, time],
         &[time],
         &[date],
     ];
-    let mut first_raw = None;
+    let mut first_raw: Option<String> = None;
+    let mut joined = String::new();
     for parts in candidates {
-        let Some(text) = join_all(parts) else { continue };
-        if let Some(ts) = timestamp::parse(&text) {
+        let text = match parts {
+            [Some(one)] => *one,
+            [_] => continue,
+            _ => {
+                if parts.iter().any(Option::is_none) {
+                    continue;
+                }
+                joined.clear();
+                for (i, part) in parts.iter().flatten().enumerate() {
+                    if i > 0 {
+                        joined.push(' ');
+                    }
+                    joined.push_str(part);
+                }
+                &joined
+            }
+        };
+        if let Some(ts) = timestamp::parse(text) {
             return Some(timestamp::to_rfc3339_millis(&ts));
         }
-        first_raw.get_or_insert(text);
-    }
-    first_raw.map(Cow::into_owned)
-}
-
-/// The parts joined by spaces, or `None` if any is missing.
-fn join_all<'a>(parts: &[Option<&'a str>]) -> Option<Cow<'a, str>> {
-    match parts {
-        [one] => one.map(Cow::Borrowed),
-        _ => {
-            let present: Option<Vec<&str>> = parts.iter().copied().collect();
-            present.map(|p| Cow::Owned(p.join(" ")))
+        if first_raw.is_none() {
+            first_raw = Some(text.to_owned());
         }
     }
+    first_raw
 }
 
 #[cfg(test)]

@@ -1,0 +1,103 @@
+//! Parse-path throughput on one core: header format + masking + template mining + anomaly +
+//! risk over the 8 Loghub 2k samples concatenated and repeated to at least 5M lines, with the
+//! lines already in memory (no file I/O). In the same run, Drain3 (Python, default config)
+//! parses a slice of the same stream, and the ratio is printed.
+//!
+//! Run: `scripts/bench.sh throughput` (sets up the Drain3 venv), or
+//! `cargo run --release -p logsight-benches --bin throughput -- [--lines N] [--drain3-lines N]`.
+
+use anyhow::{Context, Result};
+use logsight_benches::{load, DATASETS};
+use operators::analyze::{AnalyticsConfig, LineAnalyzer};
+use operators::format::FormatSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+struct Args {
+    lines: usize,
+    drain3_lines: usize,
+    python: String,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        lines: 5_000_000,
+        drain3_lines: 100_000,
+        python: std::env::var("LOGSIGHT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into()),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--lines" => args.lines = value.parse()?,
+            "--drain3-lines" => args.drain3_lines = value.parse()?,
+            "--python" => args.python = value,
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let config = AnalyticsConfig::default();
+    // (dataset index, raw line) of one pass over the 8 datasets.
+    let mut corpus: Vec<(usize, String)> = Vec::new();
+    let mut analyzers = Vec::new();
+    for (i, name) in DATASETS.iter().enumerate() {
+        let data = load(name)?;
+        let formats = FormatSet::resolve(&name.to_lowercase())?;
+        analyzers.push(LineAnalyzer::new(&config, Some(formats))?);
+        corpus.extend(data.raw_lines.into_iter().map(|l| (i, l)));
+    }
+    let repeats = args.lines.div_ceil(corpus.len());
+    let total = repeats * corpus.len();
+    let mut checksum = 0u64;
+    let start = Instant::now();
+    for _ in 0..repeats {
+        for (i, line) in &corpus {
+            let r = analyzers[*i].analyze_line("bench", line).result;
+            checksum = checksum.wrapping_add(u64::from(r.risk_score) + r.params.len() as u64);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let ours = total as f64 / secs;
+    println!("logsight parse path: {total} lines in {secs:.2} s = {ours:.0} lines/s (one core; checksum {checksum})");
+
+    match drain3_rate(&args, &corpus) {
+        Ok((n, rate)) => {
+            println!("Drain3 (default config): {n} lines = {rate:.0} lines/s");
+            println!("ratio logsight / Drain3: {:.1}x", ours / rate);
+        }
+        Err(e) => println!("Drain3 baseline not run: {e:#} (run scripts/bench.sh to set it up)"),
+    }
+    Ok(())
+}
+
+/// Feeds the first `drain3_lines` lines of the stream (the Content part is left to Drain3, which
+/// has no header parsing) to `benches/drain3_baseline.py` and reads back its lines/s.
+fn drain3_rate(args: &Args, corpus: &[(usize, String)]) -> Result<(usize, f64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/drain3_baseline.py");
+    let mut child = Command::new(&args.python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", args.python))?;
+    let n = args.drain3_lines;
+    {
+        let mut stdin = child.stdin.take().context("no stdin")?;
+        for (_, line) in corpus.iter().cycle().take(n) {
+            writeln!(stdin, "{line}")?;
+        }
+    }
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "drain3_baseline.py failed (is drain3 installed?)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("unexpected output {text:?}"))?;
+    Ok((n, rate))
+}
