@@ -174,9 +174,17 @@ impl LogFormat {
             budget: STEP_BUDGET_BASE + STEP_BUDGET_PER_BYTE * line.len(),
             feasible: None,
         };
+        let t0 = std::time::Instant::now();
         let found = match matcher.run(0, 0) {
             Ok(found) => found,
             Err(Exhausted) => {
+                let t1 = std::time::Instant::now();
+                let table = feasibility(&self.ops, line);
+                let t2 = std::time::Instant::now();
+                matcher.feasible = Some(table);
+                let r = matcher.run(0, 0).unwrap_or(false);
+                eprintln!("budget phase {:?} dp {:?} guided {:?} steps {}", t1-t0, t2-t1, t2.elapsed(), matcher.steps);
+                return r.then_some(line);
                 // Heavy backtracking: tabulate which (step, position) states can still reach
                 // the end, then walk the same preference order through feasible states only.
                 matcher.feasible = Some(feasibility(&self.ops, line));
@@ -446,74 +454,69 @@ fn char_len_at(line: &str, pos: usize) -> usize {
         .map_or(1, char::len_utf8)
 }
 
-/// A bit per (step, position): set when the steps from `pc` can match `line[pos..]`.
+/// Per (step, position): whether the steps from `pc` can match `line[pos..]`. One byte per
+/// cell: it only exists for lines that defeated the step budget.
 struct Feasibility {
-    bits: Vec<u64>,
+    cells: Vec<bool>,
     width: usize,
 }
 
 impl Feasibility {
     fn get(&self, pc: usize, pos: usize) -> bool {
         let i = pc.saturating_mul(self.width).saturating_add(pos);
-        self.bits.get(i / 64).is_some_and(|w| (w >> (i % 64)) & 1 == 1)
-    }
-
-    fn set(&mut self, pc: usize, pos: usize) {
-        let i = pc.saturating_mul(self.width).saturating_add(pos);
-        if let Some(word) = self.bits.get_mut(i / 64) {
-            *word |= 1 << (i % 64);
-        }
+        self.cells.get(i).copied().unwrap_or(false)
     }
 }
 
-/// Fills the table backwards from `End`, one step at a time: O(steps × line length).
+/// Fills the table backwards from `End`, one step (row) at a time: O(steps × line length).
 fn feasibility(ops: &[Op], line: &str) -> Feasibility {
-    let n = line.len();
+    let bytes = line.as_bytes();
+    let n = bytes.len();
     let width = n + 1;
-    let mut table = Feasibility {
-        bits: vec![0; ops.len().saturating_mul(width).div_ceil(64)],
-        width,
-    };
+    let whitespace: Vec<usize> = (0..n).map(|pos| whitespace_len_at(line, pos)).collect();
+    // One spare all-false row after the last step.
+    let mut cells = vec![false; (ops.len() + 1).saturating_mul(width)];
     for (pc, op) in ops.iter().enumerate().rev() {
+        let (head, tail) = cells.split_at_mut((pc + 1) * width);
+        let row = &mut head[pc * width..];
+        let next = &tail[..width];
         match op {
-            Op::End => table.set(pc, n),
+            Op::End => row[n] = true,
             Op::Lit(lit) => {
-                for pos in 0..=n {
-                    let here = line.as_bytes()[pos..].starts_with(lit.as_bytes());
-                    if here && table.get(pc + 1, pos + lit.len()) {
-                        table.set(pc, pos);
-                    }
+                for pos in 0..=n.saturating_sub(lit.len()) {
+                    row[pos] = next[pos + lit.len()] && bytes[pos..].starts_with(lit.as_bytes());
                 }
             }
             Op::Field(_) => {
                 let mut reachable = false;
                 for pos in (0..=n).rev() {
                     if line.is_char_boundary(pos) {
-                        reachable |= table.get(pc + 1, pos);
-                        if reachable {
-                            table.set(pc, pos);
-                        }
+                        reachable |= next[pos];
+                        row[pos] = reachable;
                     }
                 }
             }
             Op::Ws => {
                 for pos in (0..n).rev() {
-                    let len = whitespace_len_at(line, pos);
-                    if len > 0 && (table.get(pc + 1, pos + len) || table.get(pc, pos + len)) {
-                        table.set(pc, pos);
+                    let len = whitespace[pos];
+                    if len > 0 {
+                        row[pos] = next[pos + len] || row[pos + len];
                     }
                 }
             }
             Op::Split { skip, .. } => {
-                for pos in 0..=n {
-                    if table.get(pc + 1, pos) || table.get(*skip, pos) {
-                        table.set(pc, pos);
+                let skipped = skip
+                    .checked_sub(pc + 1)
+                    .and_then(|rows| tail.get(rows * width..rows * width + width));
+                if let Some(skipped) = skipped {
+                    for pos in 0..=n {
+                        row[pos] = next[pos] || skipped[pos];
                     }
                 }
             }
         }
     }
-    table
+    Feasibility { cells, width }
 }
 
 /// The step budget ran out.
@@ -569,6 +572,17 @@ impl Matcher<'_> {
         })
     }
 
+    /// Counts the bytes a field scans against the budget (a step is worth 16 bytes).
+    fn charge(&mut self, bytes: usize) -> Result<(), Exhausted> {
+        if self.feasible.is_none() {
+            self.steps += bytes / 16;
+            if self.steps > self.budget {
+                return Err(Exhausted);
+            }
+        }
+        Ok(())
+    }
+
     /// `\s+`: the longest whitespace run first, then shorter ones.
     fn whitespace(&mut self, pc: usize, pos: usize) -> Result<bool, Exhausted> {
         let end = whitespace_run_end(self.line, pos);
@@ -606,6 +620,7 @@ impl Matcher<'_> {
             Some(Op::Lit(lit)) => {
                 let mut from = pos;
                 while let Some(at) = find_lit(line, from, lit) {
+                    self.charge(at - from)?;
                     if self.try_end(pc, slot, pos, at)? {
                         return Ok(true);
                     }
@@ -616,6 +631,7 @@ impl Matcher<'_> {
             Some(Op::Ws) => {
                 let mut from = pos;
                 while let Some(at) = next_whitespace(line, from) {
+                    self.charge(at - from)?;
                     if self.try_end(pc, slot, pos, at)? {
                         return Ok(true);
                     }
@@ -624,13 +640,31 @@ impl Matcher<'_> {
                 Ok(false)
             }
             _ => {
+                self.charge(line.len() - pos.min(line.len()))?;
                 for at in pos..=line.len() {
-                    if line.is_char_boundary(at) && self.try_end(pc, slot, pos, at)? {
+                    let candidate = line.is_char_boundary(at) && self.can_start(pc + 1, at);
+                    if candidate && self.try_end(pc, slot, pos, at)? {
                         return Ok(true);
                     }
                 }
                 Ok(false)
             }
+        }
+    }
+
+    /// A cheap necessary condition for step `pc` to match at `pos`: its first byte fits.
+    /// Lets a field before a group skip most positions without a backtracking step.
+    fn can_start(&self, pc: usize, pos: usize) -> bool {
+        match self.ops.get(pc) {
+            Some(Op::Lit(lit)) => self.line.as_bytes().get(pos) == lit.as_bytes().first(),
+            Some(Op::Ws) => whitespace_len_at(self.line, pos) > 0,
+            Some(Op::End) => pos == self.line.len(),
+            Some(Op::Field(_)) => true,
+            Some(Op::Split { skip, .. }) => {
+                // Groups are not nested, so this recurses at most once more.
+                self.can_start(pc + 1, pos) || self.can_start(*skip, pos)
+            }
+            None => false,
         }
     }
 

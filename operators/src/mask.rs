@@ -1,8 +1,9 @@
 //! Variable masking: ordered regex masks turn a message into whitespace tokens whose variable
 //! parts are replaced by wildcards, keeping the masked values as parameters.
 //!
+//! Masks apply to tokens (whitespace-separated), so a variable never swallows its neighbours.
 //! All masks are compiled once into a single alternation (earlier masks win at the same
-//! position), so masking a line is one left-to-right regex scan, never a per-line compile.
+//! position): masking a token is one left-to-right regex scan, never a per-line compile.
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -181,21 +182,19 @@ impl Masker {
             masked_spans: Vec::with_capacity(16),
             values: Vec::new(),
         };
-        let matches: Vec<(usize, usize)> = match &self.combined {
-            Some(re) => re
-                .find_iter(message)
-                .map(|m| detach_glued_sign(message, m.start(), m.end()))
-                .filter(|(s, e)| s < e)
-                .collect(),
-            None => Vec::new(),
-        };
-        let mut next_match = 0;
+        let mut matches: Vec<(usize, usize)> = Vec::with_capacity(8);
         let mut prev_variable = false;
         for (start, end) in token_spans(message) {
-            while next_match < matches.len() && matches[next_match].1 <= start {
-                next_match += 1;
+            matches.clear();
+            if let Some(re) = &self.combined {
+                let token = &message[start..end];
+                matches.extend(
+                    re.find_iter(token)
+                        .map(|m| detach_glued_sign(message, start + m.start(), start + m.end()))
+                        .filter(|(s, e)| s < e),
+                );
             }
-            let variable = self.push_token(&mut out, message, start, end, &matches[next_match..]);
+            let variable = self.push_token(&mut out, message, start, end, &matches);
             if variable && prev_variable && self.collapse_runs {
                 merge_last_two(&mut out);
             }
@@ -424,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_spanning_whitespace_mask_each_token_part() {
+    fn date_and_time_tokens_mask_separately() {
         let m = Masker::default_masks();
         let mm = m.mask("at 2016-09-28 04:30:30, ok");
         assert_eq!(

@@ -79,14 +79,37 @@ fn first_token_key(msg: &MaskedMessage) -> &str {
 pub struct Template {
     pub id: TemplateId,
     pub tokens: Vec<String>,
+    /// `tokens` joined by spaces, kept in sync so a match costs no re-rendering.
+    pub text: String,
     pub count: u64,
     /// Shard clock value of the last line that matched (for LRU eviction).
     pub last_seen: u64,
 }
 
 impl Template {
-    pub fn text(&self) -> String {
-        self.tokens.join(" ")
+    fn new(id: TemplateId, tokens: Vec<String>, clock: u64) -> Self {
+        let text = tokens.join(" ");
+        Template {
+            id,
+            tokens,
+            text,
+            count: 0,
+            last_seen: clock,
+        }
+    }
+
+    /// Turns every position that disagrees with the line into a wildcard.
+    fn generalise(&mut self, msg: &MaskedMessage) {
+        let mut changed = false;
+        for (i, t) in self.tokens.iter_mut().enumerate() {
+            if !is_wildcard(t) && t != msg.masked_token(i) {
+                *t = WILDCARD.to_owned();
+                changed = true;
+            }
+        }
+        if changed {
+            self.text = self.tokens.join(" ");
+        }
     }
 }
 
@@ -156,16 +179,12 @@ impl TemplateMiner {
         let best = best_match(&shard.templates, msg, config);
         let (slot, added) = match best {
             Some(i) => {
-                generalise(&mut shard.templates[i].tokens, msg);
+                shard.templates[i].generalise(msg);
                 (i, false)
             }
             None => {
-                let template = Template {
-                    id: template_id(index, key, msg),
-                    tokens: msg.masked_tokens().map(str::to_owned).collect(),
-                    count: 0,
-                    last_seen: clock,
-                };
+                let tokens = msg.masked_tokens().map(str::to_owned).collect();
+                let template = Template::new(template_id(index, key, msg), tokens, clock);
                 (insert_bounded(shard, template, config.max_templates_per_shard), true)
             }
         };
@@ -174,7 +193,7 @@ impl TemplateMiner {
         template.last_seen = clock;
         MineOutcome {
             template_id: template.id,
-            template: template.text(),
+            template: template.text.clone(),
             params: extract_params(&template.tokens, msg),
             added,
             count: template.count,
@@ -261,15 +280,6 @@ fn similarity(template: &[String], msg: &MaskedMessage, wildcard_weight: f64) ->
 fn is_plain_word(token: &str) -> bool {
     let word = token.trim_end_matches(['.', ',', ':', ';', '!', '?']);
     !word.is_empty() && word.chars().all(char::is_alphabetic)
-}
-
-/// Turns every template position that disagrees with the line into a wildcard.
-fn generalise(tokens: &mut [String], msg: &MaskedMessage) {
-    for (i, t) in tokens.iter_mut().enumerate() {
-        if !is_wildcard(t) && t != msg.masked_token(i) {
-            *t = WILDCARD.to_owned();
-        }
-    }
 }
 
 /// Inserts `template`, evicting the least recently matched template when the shard is full.
