@@ -81,7 +81,7 @@ impl Preparer {
 
     pub fn prepare(&self, index: impl Into<String>, mut record: LogRecord) -> PreparedLine {
         let index = index.into();
-        let masked = self.masker.mask(&std::mem::take(&mut record.message));
+        let masked = self.masker.mask_owned(std::mem::take(&mut record.message));
         let shard = shard_key(&index, &masked);
         PreparedLine {
             index,

@@ -175,13 +175,19 @@ impl Masker {
 
     /// Masks `message` into tokens.
     pub fn mask(&self, message: &str) -> MaskedMessage {
+        self.mask_owned(message.to_owned())
+    }
+
+    /// Masks `message` into tokens, taking ownership of the text to avoid a copy.
+    pub fn mask_owned(&self, text: String) -> MaskedMessage {
         let mut out = MaskedMessage {
-            text: message.to_owned(),
+            text: String::new(),
             spans: Vec::with_capacity(16),
-            masked: String::with_capacity(message.len()),
+            masked: String::with_capacity(text.len()),
             masked_spans: Vec::with_capacity(16),
             values: Vec::new(),
         };
+        let message = text.as_str();
         let mut matches: Vec<(usize, usize)> = Vec::with_capacity(8);
         let mut prev_variable = false;
         for (start, end) in token_spans(message) {
@@ -200,6 +206,7 @@ impl Masker {
             }
             prev_variable = variable;
         }
+        out.text = text;
         out
     }
 
