@@ -10,7 +10,14 @@ use std::path::{Path, PathBuf};
 
 /// The eight datasets shipped in `shared/datasets/loghub-2k`.
 pub const DATASETS: [&str; 8] = [
-    "HDFS", "Hadoop", "Spark", "Zookeeper", "BGL", "HPC", "Windows", "Apache",
+    "HDFS",
+    "Hadoop",
+    "Spark",
+    "Zookeeper",
+    "BGL",
+    "HPC",
+    "Windows",
+    "Apache",
 ];
 
 /// The Loghub 2k directory: `$LOGHUB_2K_DIR`, else `shared/datasets/loghub-2k` beside the repo.
@@ -52,7 +59,8 @@ pub struct Row {
 pub fn load(name: &str) -> Result<Dataset> {
     let dir = loghub_dir()?.join(name);
     let log_path = dir.join(format!("{name}_2k.log"));
-    let raw = std::fs::read(&log_path).with_context(|| format!("reading {}", log_path.display()))?;
+    let raw =
+        std::fs::read(&log_path).with_context(|| format!("reading {}", log_path.display()))?;
     let raw_lines: Vec<String> = String::from_utf8_lossy(&raw)
         .lines()
         .map(str::to_owned)

@@ -36,7 +36,9 @@ impl LogAggregate {
                 self.levels.insert(level.to_owned(), 1);
             }
         }
-        self.prediction_sum = self.prediction_sum.saturating_add(u64::from(prediction != 0));
+        self.prediction_sum = self
+            .prediction_sum
+            .saturating_add(u64::from(prediction != 0));
         self.total = self.total.saturating_add(1);
     }
 

@@ -161,7 +161,11 @@ impl Scorer {
     }
 
     pub fn score(&mut self, result: &mut ResultRecord) {
-        let level = result.log.level.as_deref().map_or(Level::Unknown, Level::parse);
+        let level = result
+            .log
+            .level
+            .as_deref()
+            .map_or(Level::Unknown, Level::parse);
         let added = result.added_state == 1;
         let vocabulary = self.vocabulary_evidence(&result.template);
         result.anomaly_score = self.anomaly.combine(level, vocabulary, added);

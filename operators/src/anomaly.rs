@@ -46,19 +46,70 @@ impl Default for AnomalyConfig {
         AnomalyConfig {
             threshold: DEFAULT_THRESHOLD,
             strong_fault_words: words(&[
-                "fail", "fatal", "panic", "crash", "abort", "exception", "corrupt", "refused",
-                "denied", "severed", "unreachable", "segfault", "overflow", "deadlock", "broken",
-                "killed", "unrecoverable", "halt", "died", "timedout", "terminated",
+                "fail",
+                "fatal",
+                "panic",
+                "crash",
+                "abort",
+                "exception",
+                "corrupt",
+                "refused",
+                "denied",
+                "severed",
+                "unreachable",
+                "segfault",
+                "overflow",
+                "deadlock",
+                "broken",
+                "killed",
+                "unrecoverable",
+                "halt",
+                "died",
+                "timedout",
+                "terminated",
             ]),
             weak_fault_words: words(&[
-                "error", "err", "errors", "invalid", "unable", "cannot", "can't", "couldn't",
-                "lost", "timeout", "interrupt", "exceed", "unavailable", "missing", "illegal",
-                "mismatch", "reset", "retry", "warn", "bad", "not", "no", "problem", "severe",
-                "critical", "down", "expired", "rejected", "unexpected", "wrong",
+                "error",
+                "err",
+                "errors",
+                "invalid",
+                "unable",
+                "cannot",
+                "can't",
+                "couldn't",
+                "lost",
+                "timeout",
+                "interrupt",
+                "exceed",
+                "unavailable",
+                "missing",
+                "illegal",
+                "mismatch",
+                "reset",
+                "retry",
+                "warn",
+                "bad",
+                "not",
+                "no",
+                "problem",
+                "severe",
+                "critical",
+                "down",
+                "expired",
+                "rejected",
+                "unexpected",
+                "wrong",
             ]),
             recovery_words: words(&[
-                "corrected", "recovered", "success", "succeeded", "successful", "ok", "resolved",
-                "restored", "completed",
+                "corrected",
+                "recovered",
+                "success",
+                "succeeded",
+                "successful",
+                "ok",
+                "resolved",
+                "restored",
+                "completed",
             ]),
             level_fatal: 0.6,
             level_error: 0.5,
@@ -170,9 +221,9 @@ fn has_prefix(list: &[String], word: &str) -> bool {
 fn is_listed(list: &[String], word: &str) -> bool {
     list.iter().any(|p| {
         word == p
-            || word
-                .strip_prefix(p.as_str())
-                .is_some_and(|rest| matches!(rest, "s" | "ed" | "ing" | "es" | "ion" | "ions" | "ful"))
+            || word.strip_prefix(p.as_str()).is_some_and(|rest| {
+                matches!(rest, "s" | "ed" | "ing" | "es" | "ion" | "ions" | "ful")
+            })
     })
 }
 
@@ -180,7 +231,14 @@ fn is_listed(list: &[String], word: &str) -> bool {
 /// error/fail/fatal/exception/... (case-insensitive).
 pub fn keyword_baseline(message: &str) -> bool {
     const KEYWORDS: [&str; 8] = [
-        "error", "fail", "fatal", "exception", "panic", "crash", "abort", "critical",
+        "error",
+        "fail",
+        "fatal",
+        "exception",
+        "panic",
+        "crash",
+        "abort",
+        "critical",
     ];
     let lower = message.to_lowercase();
     KEYWORDS.iter().any(|k| lower.contains(k))
@@ -209,14 +267,28 @@ mod tests {
 
     #[test]
     fn routine_info_lines_score_zero() {
-        assert_eq!(score(Level::Info, "PacketResponder <*> for block <*> terminating", false), 0.0);
-        assert_eq!(score(Level::Info, "Verification succeeded for <*>", false), 0.0);
+        assert_eq!(
+            score(
+                Level::Info,
+                "PacketResponder <*> for block <*> terminating",
+                false
+            ),
+            0.0
+        );
+        assert_eq!(
+            score(Level::Info, "Verification succeeded for <*>", false),
+            0.0
+        );
     }
 
     #[test]
     fn recovery_words_damp_fault_words() {
         let raw = score(Level::Info, "instruction cache parity error", false);
-        let corrected = score(Level::Info, "instruction cache parity error corrected", false);
+        let corrected = score(
+            Level::Info,
+            "instruction cache parity error corrected",
+            false,
+        );
         assert!((raw - 0.4).abs() < 1e-9);
         assert!((corrected - 0.08).abs() < 1e-9);
     }

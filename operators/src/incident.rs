@@ -190,7 +190,10 @@ mod tests {
     #[test]
     fn risk_below_the_cap() {
         // n=7, k=ceil(2.1)=3, top [25,1,0], mean 26/3: 25 + 8.666… = 33.666…
-        assert!(close(incident_risk(&[0, 25, 0, 1, 0, 0, 0]), 25.0 + 26.0 / 3.0));
+        assert!(close(
+            incident_risk(&[0, 25, 0, 1, 0, 0, 0]),
+            25.0 + 26.0 / 3.0
+        ));
         // n=4, k=ceil(1.2)=2, top [25,25], mean 25: 50.
         assert_eq!(incident_risk(&[25, 1, 25, 0]), 50.0);
         // n=3, k=ceil(0.9)=1, top [30]: 30 + 30 = 60.
@@ -290,7 +293,10 @@ mod tests {
     fn normal_windows() {
         let quiet = compute_incident(&[input(0, 0, "t", "a"), input(1, 0, "t", "b")], 5);
         assert_eq!(quiet.as_ref().map(is_normal), Some(true));
-        assert_eq!(quiet.map(|i| (i.risk, i.severity, i.count_states)), Some((0.0, 1, 1)));
+        assert_eq!(
+            quiet.map(|i| (i.risk, i.severity, i.count_states)),
+            Some((0.0, 1, 1))
+        );
         let new_state = compute_incident(&[input(0, 1, "t", "a")], 5);
         assert_eq!(new_state.as_ref().map(is_normal), Some(false));
     }

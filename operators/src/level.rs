@@ -167,7 +167,9 @@ mod tests {
 
     #[test]
     fn unknown_for_anything_else() {
-        for raw in ["", "[]", "INFOO", "ERRORS", "IN FO", "état", "错误", "0", "RAS"] {
+        for raw in [
+            "", "[]", "INFOO", "ERRORS", "IN FO", "état", "错误", "0", "RAS",
+        ] {
             assert_eq!(Level::parse(raw), Level::Unknown, "{raw}");
         }
     }

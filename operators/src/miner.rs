@@ -185,7 +185,10 @@ impl TemplateMiner {
             None => {
                 let tokens = msg.masked_tokens().map(str::to_owned).collect();
                 let template = Template::new(template_id(index, key, msg), tokens, clock);
-                (insert_bounded(shard, template, config.max_templates_per_shard), true)
+                (
+                    insert_bounded(shard, template, config.max_templates_per_shard),
+                    true,
+                )
             }
         };
         let template = &mut shard.templates[slot];
@@ -411,8 +414,16 @@ mod tests {
     fn params_come_from_masks_and_wildcards_in_order() {
         let masker = Masker::default_masks();
         let mut m = TemplateMiner::new(MinerConfig::default());
-        mine(&mut m, &masker, "user alice@corp logged in from 10.0.0.1 (id=7)");
-        let o = mine(&mut m, &masker, "user bob@corp logged in from 10.0.0.2 (id=9)");
+        mine(
+            &mut m,
+            &masker,
+            "user alice@corp logged in from 10.0.0.1 (id=7)",
+        );
+        let o = mine(
+            &mut m,
+            &masker,
+            "user bob@corp logged in from 10.0.0.2 (id=9)",
+        );
         assert_eq!(o.template, "user <*> logged in from <*> (id=<*>)");
         assert_eq!(o.params, ["bob@corp", "10.0.0.2", "9"]);
     }
@@ -456,7 +467,11 @@ mod tests {
                 0 => format!("worker {i} started task {}", i * 7),
                 1 => format!("connection from 10.0.{}.{} closed", i % 3, i % 250),
                 2 => format!("disk {} usage {}%", ["sda", "sdb", "sdc"][i % 3], i % 100),
-                3 => format!("Received block blk_{i} of size {} from /10.1.1.{}", i * 3, i % 9),
+                3 => format!(
+                    "Received block blk_{i} of size {} from /10.1.1.{}",
+                    i * 3,
+                    i % 9
+                ),
                 _ => format!("cache miss key{} ratio {}", i % 11, i),
             })
             .collect();
@@ -465,8 +480,9 @@ mod tests {
             .iter()
             .map(|l| mine(&mut single, &masker, l))
             .collect();
-        let mut shards: Vec<TemplateMiner> =
-            (0..3).map(|_| TemplateMiner::new(MinerConfig::default())).collect();
+        let mut shards: Vec<TemplateMiner> = (0..3)
+            .map(|_| TemplateMiner::new(MinerConfig::default()))
+            .collect();
         for (line, want) in lines.iter().zip(&expected) {
             let msg = masker.mask(line);
             let key = shard_key("app", &msg);

@@ -191,7 +191,10 @@ mod tests {
     #[test]
     fn partial_overrides_keep_other_defaults() {
         let t = RiskTable::from_lookup(lookup_from(&[
-            ("RISK_SCORE_RECURRING_STATE_LEVEL_ERROR_SEMANTICS_ANOMALY", " 100 "),
+            (
+                "RISK_SCORE_RECURRING_STATE_LEVEL_ERROR_SEMANTICS_ANOMALY",
+                " 100 ",
+            ),
             ("RISK_SCORE_ADDED_STATE", ""),
         ]));
         assert_eq!(

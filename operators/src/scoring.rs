@@ -52,7 +52,11 @@ pub fn evaluate(truth: &[String], predicted: &[(String, String)]) -> Accuracy {
         ga: ratio(grouped_lines, n),
         pa: ratio(parsed_lines, n),
         fga: f1(correct_groups, predicted_groups.len(), truth_groups.len()),
-        fta: f1(correct_template_groups, predicted_groups.len(), truth_groups.len()),
+        fta: f1(
+            correct_template_groups,
+            predicted_groups.len(),
+            truth_groups.len(),
+        ),
         truth_groups: truth_groups.len(),
         predicted_groups: predicted_groups.len(),
     }
@@ -99,7 +103,12 @@ pub fn canonical_template(template: &str) -> String {
             || (piece.contains("<*>") && !piece.contains('/'));
         variable.then_some("<*>")
     });
-    for (from, to) in [("<*>.<*>", "<*>"), ("<*><*>", "<*>"), ("#<*>#", "<*>"), ("<*>:<*>", "<*>")] {
+    for (from, to) in [
+        ("<*>.<*>", "<*>"),
+        ("<*><*>", "<*>"),
+        ("#<*>#", "<*>"),
+        ("<*>:<*>", "<*>"),
+    ] {
         while out.contains(from) {
             out = out.replace(from, to);
         }
@@ -148,7 +157,11 @@ fn replace_named_wildcards(s: &str) -> String {
     while let Some(start) = rest.find("<:") {
         let after = &rest[start + 2..];
         match after.find(":>") {
-            Some(end) if after[..end].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            Some(end)
+                if after[..end]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
                 out.push_str(&rest[..start]);
                 out.push_str("<*>");
                 rest = &after[end + 2..];
@@ -172,18 +185,26 @@ mod tests {
     }
 
     fn p(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+        v.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
     }
 
     #[test]
     fn canonical_rules() {
         assert_eq!(canonical_template("blk_<*>  done"), "<*> done");
         assert_eq!(canonical_template("took 15 ms"), "took <*> ms");
-        assert_eq!(canonical_template("from <:IP:> at <*>.<*>"), "from <*> at <*>");
+        assert_eq!(
+            canonical_template("from <:IP:> at <*>.<*>"),
+            "from <*> at <*>"
+        );
         assert_eq!(canonical_template("open /etc/hosts now"), "open <*> now");
         assert_eq!(canonical_template("flag=true"), "flag=<*>");
         assert_eq!(canonical_template("peer <*>:<*> closed"), "peer <*> closed");
-        assert_eq!(canonical_template("<*>@<*>/<*>/<*>:<*>:<*>:<*>.<*> x"), "<*>@<*>/<*>/<*> x");
+        assert_eq!(
+            canonical_template("<*>@<*>/<*>/<*>:<*>:<*>:<*>.<*> x"),
+            "<*>@<*>/<*>/<*> x"
+        );
         assert_eq!(canonical_template("(HWID=<*>)"), "(HWID=<*>)");
         assert_eq!(canonical_template("jk2_init() ok"), "jk2_init() ok");
         assert_eq!(canonical_template("a <: b"), "a <: b");

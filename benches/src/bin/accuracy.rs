@@ -54,7 +54,8 @@ fn main() -> Result<()> {
 
 /// `accuracy DATASET`: lists the ground-truth groups we got wrong, with our templates for them.
 fn explain(config: &AnalyticsConfig, data: &Dataset) -> Result<()> {
-    let mut analyzer = LineAnalyzer::new(config, Some(FormatSet::resolve(&data.name.to_lowercase())?))?;
+    let mut analyzer =
+        LineAnalyzer::new(config, Some(FormatSet::resolve(&data.name.to_lowercase())?))?;
     let ours: Vec<_> = data
         .raw_lines
         .iter()
@@ -67,18 +68,33 @@ fn explain(config: &AnalyticsConfig, data: &Dataset) -> Result<()> {
         by_ours.entry(&ours[i].template_id).or_default().push(i);
     }
     for (truth, lines) in &by_truth {
-        let ids: std::collections::BTreeSet<&str> =
-            lines.iter().map(|&i| ours[i].template_id.as_str()).collect();
+        let ids: std::collections::BTreeSet<&str> = lines
+            .iter()
+            .map(|&i| ours[i].template_id.as_str())
+            .collect();
         let exact = ids.len() == 1 && ids.iter().all(|id| by_ours[id] == *lines);
         if exact {
             continue;
         }
-        println!("TRUTH ({} lines) {truth}", lines.len());
+        println!("GROUP TRUTH ({} lines) {truth}", lines.len());
         for id in ids {
             let n = by_ours[id].len();
             let sample = by_ours[id][0];
             println!("   ours ({n} lines) {}", ours[sample].template);
         }
+    }
+    let mut wrong: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for (row, ours) in data.rows.iter().zip(&ours) {
+        let (t, o) = (
+            operators::scoring::canonical_template(&row.template),
+            operators::scoring::canonical_template(&ours.template),
+        );
+        if t != o {
+            *wrong.entry((t, o)).or_default() += 1;
+        }
+    }
+    for ((t, o), n) in wrong {
+        println!("TEMPLATE {n:>4} truth {t}\n          ours  {o}");
     }
     Ok(())
 }

@@ -32,7 +32,11 @@ impl Confusion {
         let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let p = ratio(self.tp, self.tp + self.fp);
         let r = ratio(self.tp, self.tp + self.fn_);
-        let f = if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) };
+        let f = if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        };
         (p, r, f)
     }
 
@@ -56,7 +60,11 @@ fn main() -> Result<()> {
         scored.push((r.anomaly_score, r.prediction == 1, actual, &row.content));
     }
     let positives = scored.iter().filter(|s| s.2).count();
-    println!("BGL 2k: {} lines, {} labelled anomalous", scored.len(), positives);
+    println!(
+        "BGL 2k: {} lines, {} labelled anomalous",
+        scored.len(),
+        positives
+    );
     println!(
         "{:<28} {:>9} {:>7} {:>6} {:>5} {:>5} {:>5}",
         "detector", "precision", "recall", "F1", "TP", "FP", "FN"
@@ -67,7 +75,10 @@ fn main() -> Result<()> {
         ours.add(*predicted, *actual);
         baseline.add(keyword_baseline(content), *actual);
     }
-    ours.row(&format!("logsight (threshold {})", config.anomaly.threshold));
+    ours.row(&format!(
+        "logsight (threshold {})",
+        config.anomaly.threshold
+    ));
     baseline.row("keyword baseline");
     println!("threshold sweep (ours):");
     for threshold in [0.5, 0.6, 0.7, 0.8, 0.85, 0.9] {

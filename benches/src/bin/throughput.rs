@@ -93,7 +93,10 @@ fn drain3_rate(args: &Args, corpus: &[(usize, String)]) -> Result<(usize, f64)> 
         }
     }
     let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "drain3_baseline.py failed (is drain3 installed?)");
+    anyhow::ensure!(
+        out.status.success(),
+        "drain3_baseline.py failed (is drain3 installed?)"
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let rate: f64 = text
         .trim()
