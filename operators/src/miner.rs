@@ -98,12 +98,14 @@ impl Template {
         }
     }
 
-    /// Turns every position that disagrees with the line into a wildcard.
+    /// Turns every position that disagrees with the line into a wildcard, keeping the
+    /// punctuation both sides share around it (`SAM,` and `DEFAULT,` give `<*>,`).
     fn generalise(&mut self, msg: &MaskedMessage) {
         let mut changed = false;
         for (i, t) in self.tokens.iter_mut().enumerate() {
-            if !is_wildcard(t) && t != msg.masked_token(i) {
-                *t = WILDCARD.to_owned();
+            let line = msg.masked_token(i);
+            if !is_wildcard(t) && t != line && pattern_affixes(t, line).is_none() {
+                *t = generalised_token(t, line);
                 changed = true;
             }
         }
@@ -270,13 +272,51 @@ fn similarity(template: &[String], msg: &MaskedMessage, wildcard_weight: f64) ->
         let token = msg.masked_token(i);
         if t == token {
             score += 1.0;
-        } else if is_wildcard(t) {
+        } else if is_wildcard(t) || pattern_affixes(t, token).is_some() {
             score += wildcard_weight;
         } else if is_plain_word(t) && is_plain_word(token) {
             return None;
         }
     }
     Some(score / template.len() as f64)
+}
+
+/// When template token `t` is a pattern (`<*>,`, `id=<*>`) whose literal text around its
+/// wildcards frames `token`, the lengths of that prefix and suffix.
+fn pattern_affixes(t: &str, token: &str) -> Option<(usize, usize)> {
+    let first = t.find(WILDCARD)?;
+    let last = t.rfind(WILDCARD)? + WILDCARD.len();
+    let (prefix, suffix) = (&t[..first], &t[last..]);
+    let fits = token.len() > prefix.len() + suffix.len()
+        && token.starts_with(prefix)
+        && token.ends_with(suffix);
+    fits.then_some((prefix.len(), suffix.len()))
+}
+
+/// A wildcard with the punctuation `a` and `b` share before and after it.
+fn generalised_token(a: &str, b: &str) -> String {
+    let is_punct = |c: char| !c.is_alphanumeric() && !matches!(c, '<' | '>' | '*');
+    let prefix: String = a
+        .chars()
+        .zip(b.chars())
+        .take_while(|(x, y)| x == y && is_punct(*x))
+        .map(|(x, _)| x)
+        .collect();
+    let suffix: Vec<char> = a
+        .chars()
+        .rev()
+        .zip(b.chars().rev())
+        .take_while(|(x, y)| x == y && is_punct(*x))
+        .map(|(x, _)| x)
+        .collect();
+    let room = a.len().min(b.len());
+    if prefix.len() + suffix.len() >= room {
+        return WILDCARD.to_owned();
+    }
+    let mut out = prefix;
+    out.push_str(WILDCARD);
+    out.extend(suffix.iter().rev());
+    out
 }
 
 /// Letters only, ignoring trailing sentence punctuation.
@@ -309,10 +349,16 @@ fn insert_bounded(shard: &mut Shard, template: Template, cap: usize) -> usize {
 fn extract_params(template: &[String], msg: &MaskedMessage) -> Vec<String> {
     let mut params = Vec::new();
     for (i, t) in template.iter().enumerate() {
+        let line = msg.masked_token(i);
         if is_wildcard(t) {
             params.push(msg.original_token(i).to_owned());
-        } else {
+        } else if t == line {
             params.extend(msg.values_of(i).map(str::to_owned));
+        } else if let Some((p, s)) = pattern_affixes(t, msg.original_token(i)) {
+            let original = msg.original_token(i);
+            params.push(original[p..original.len() - s].to_owned());
+        } else {
+            params.push(msg.original_token(i).to_owned());
         }
     }
     params
@@ -429,6 +475,25 @@ mod tests {
     }
 
     #[test]
+    fn generalisation_keeps_shared_punctuation() {
+        let masker = Masker::default_masks();
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        mine(&mut m, &masker, "package: Pkg~a~b, state: ok now");
+        let o = mine(&mut m, &masker, "package: Other~c~d, state: ok now");
+        assert_eq!(o.template, "package: <*>, state: ok now");
+        assert_eq!(o.params, ["Other~c~d"]);
+        // A later line fits the pattern and keeps it; its param drops the punctuation.
+        let o = mine(&mut m, &masker, "package: Third~e, state: ok now");
+        assert_eq!(o.template, "package: <*>, state: ok now");
+        assert_eq!(o.params, ["Third~e"]);
+        assert_eq!(generalised_token("(a)", "(bc)"), "(<*>)");
+        assert_eq!(generalised_token("a,", "b;"), "<*>");
+        assert_eq!(generalised_token(",", ",,"), "<*>");
+        assert_eq!(pattern_affixes("id=<*>", "id=7"), Some((3, 0)));
+        assert_eq!(pattern_affixes("id=<*>", "id="), None);
+    }
+
+    #[test]
     fn lines_differing_in_a_plain_word_stay_apart() {
         let masker = Masker::default_masks();
         let mut m = TemplateMiner::new(MinerConfig::default());
@@ -437,7 +502,7 @@ mod tests {
         assert_ne!(a.template_id, b.template_id);
         // A word facing a value with digits or punctuation is not a plain-word pair.
         let c = mine(&mut m, &masker, "Starting TrustedInstaller v2-beta.");
-        assert_eq!(c.template, "Starting TrustedInstaller <*>");
+        assert_eq!(c.template, "Starting TrustedInstaller <*>.");
         assert!(!c.added);
     }
 
