@@ -1040,16 +1040,11 @@ fn record_from(matched: &Matched) -> LogRecord {
     let roles = &matched.format.roles;
     let mut record = LogRecord::from_message(matched.content());
     record.level = level_of(matched.role(roles.level));
-    if std::env::var_os("NOTS").is_none() {
-        record.timestamp = timestamp_of(matched);
-    }
+    record.timestamp = timestamp_of(matched);
     record.extra = Map::with_capacity(roles.stored.len());
     for (slot, name) in matched.format.names.iter().enumerate() {
         let stored = roles.stored.get(slot).copied().unwrap_or(false);
-        if let Some(value) = matched
-            .value(slot)
-            .filter(|_| stored && std::env::var_os("NOEXTRA").is_none())
-        {
+        if let Some(value) = matched.value(slot).filter(|_| stored) {
             record
                 .extra
                 .insert(name.to_string(), Value::String(value.to_owned()));

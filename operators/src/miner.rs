@@ -293,30 +293,38 @@ fn pattern_affixes(t: &str, token: &str) -> Option<(usize, usize)> {
     fits.then_some((prefix.len(), suffix.len()))
 }
 
-/// A wildcard with the punctuation `a` and `b` share before and after it.
+/// A wildcard framed by what `a` and `b` share before and after it, cut at a delimiter so
+/// no word is split: `Interconnect-0T0` and `Interconnect-1T2` give `Interconnect-<*>`,
+/// `storage234` and `storage442` give `<*>`.
 fn generalised_token(a: &str, b: &str) -> String {
-    let is_punct = |c: char| !c.is_alphanumeric() && !matches!(c, '<' | '>' | '*');
-    let prefix: String = a
+    let is_delimiter = |c: char| !c.is_alphanumeric() && !matches!(c, '<' | '>' | '*');
+    let common_prefix: String = a
         .chars()
         .zip(b.chars())
-        .take_while(|(x, y)| x == y && is_punct(*x))
+        .take_while(|(x, y)| x == y)
         .map(|(x, _)| x)
         .collect();
-    let suffix: Vec<char> = a
+    let prefix = match common_prefix.rfind(is_delimiter) {
+        Some(i) => &common_prefix[..=i],
+        None => "",
+    };
+    let mut common_suffix: Vec<char> = a
         .chars()
         .rev()
         .zip(b.chars().rev())
-        .take_while(|(x, y)| x == y && is_punct(*x))
+        .take_while(|(x, y)| x == y)
         .map(|(x, _)| x)
         .collect();
-    let room = a.len().min(b.len());
-    if prefix.len() + suffix.len() >= room {
+    common_suffix.reverse();
+    let common_suffix: String = common_suffix.into_iter().collect();
+    let suffix = match common_suffix.find(is_delimiter) {
+        Some(i) => &common_suffix[i..],
+        None => "",
+    };
+    if prefix.len() + suffix.len() >= a.len().min(b.len()) {
         return WILDCARD.to_owned();
     }
-    let mut out = prefix;
-    out.push_str(WILDCARD);
-    out.extend(suffix.iter().rev());
-    out
+    format!("{prefix}{WILDCARD}{suffix}")
 }
 
 /// Letters only, ignoring trailing sentence punctuation.
@@ -470,8 +478,8 @@ mod tests {
             &masker,
             "user bob@corp logged in from 10.0.0.2 (id=9)",
         );
-        assert_eq!(o.template, "user <*> logged in from <*> (id=<*>)");
-        assert_eq!(o.params, ["bob@corp", "10.0.0.2", "9"]);
+        assert_eq!(o.template, "user <*>@corp logged in from <*> (id=<*>)");
+        assert_eq!(o.params, ["bob", "10.0.0.2", "9"]);
     }
 
     #[test]
@@ -487,6 +495,15 @@ mod tests {
         assert_eq!(o.template, "package: <*>, state: ok now");
         assert_eq!(o.params, ["Third~e"]);
         assert_eq!(generalised_token("(a)", "(bc)"), "(<*>)");
+        assert_eq!(
+            generalised_token("Inter-0T0:1", "Inter-1T2:1"),
+            "Inter-<*>:1"
+        );
+        assert_eq!(generalised_token("storage234", "storage442"), "<*>");
+        assert_eq!(
+            generalised_token("dom:node-D3", "dom:node-D7"),
+            "dom:node-<*>"
+        );
         assert_eq!(generalised_token("a,", "b;"), "<*>");
         assert_eq!(generalised_token(",", ",,"), "<*>");
         assert_eq!(pattern_affixes("id=<*>", "id=7"), Some((3, 0)));
