@@ -155,7 +155,7 @@ impl Scorer {
     pub fn new(config: &AnalyticsConfig) -> Self {
         Scorer {
             anomaly: AnomalyScorer::new(config.anomaly.clone()),
-            risk: config.risk.clone(),
+            risk: config.risk,
             vocabulary: FxHashMap::default(),
         }
     }
