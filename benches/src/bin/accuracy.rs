@@ -11,6 +11,11 @@ use operators::format::FormatSet;
 use operators::model::LogRecord;
 use operators::scoring::{evaluate, Accuracy};
 
+
+/// The allocator the `logsight` binary ships with, so numbers match production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let config = AnalyticsConfig::default();
     if let Some(name) = std::env::args().nth(1) {

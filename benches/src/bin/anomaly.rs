@@ -49,6 +49,11 @@ impl Confusion {
     }
 }
 
+
+/// The allocator the `logsight` binary ships with, so numbers match production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let data = load("BGL")?;
     let config = AnalyticsConfig::default();
