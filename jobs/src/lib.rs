@@ -12,6 +12,7 @@
 //! - [`output`]: upserts/deletes, deterministic document ids, logsight-shaped documents.
 //! - [`runner`]: the manager (timely worker, dedupe by doc id, pruning, flush).
 //! - [`progress`]: checkpoints and restart.
+//! - [`service`]: the process loop over a record source and a document sink.
 //! - [`batch`]: the from-scratch reference computation.
 //! - [`config`]: `FILTER_NORMAL`, `INCIDENT_MAX_SAMPLES`, `ES_CLEANUP_AGE`.
 
@@ -23,6 +24,7 @@ pub mod output;
 pub mod progress;
 pub mod record;
 pub mod runner;
+pub mod service;
 
 pub use batch::recompute_batch;
 pub use config::JobConfig;
@@ -30,3 +32,4 @@ pub use error::JobError;
 pub use output::{apply_outputs, DocStore, JobOutput};
 pub use record::JobRecord;
 pub use runner::{IngestReport, JobManager};
+pub use service::{DocumentSink, JobService, RecordSource, ServiceConfig};
