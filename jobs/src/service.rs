@@ -275,7 +275,7 @@ mod tests {
             timestamp_ms: minute + (i as i64 % 60) * 1000,
             risk_score: [0, 1, 25, 70, 80][i % 5],
             template_id: Arc::from(format!("t{}", i % 4)),
-            added_state: u8::from(i % 9 == 0),
+            added_state: u8::from(i.is_multiple_of(9)),
             level: if i % 5 == 3 {
                 Level::Error
             } else {
@@ -364,8 +364,10 @@ mod tests {
             next: 0,
             acknowledged: 0,
         };
-        let mut jobs = JobConfig::default();
-        jobs.retention = Some(Duration::from_secs(3 * 60));
+        let jobs = JobConfig {
+            retention: Some(Duration::from_secs(3 * 60)),
+            ..JobConfig::default()
+        };
         let cfg = ServiceConfig {
             jobs,
             ..config(None)
