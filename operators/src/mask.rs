@@ -193,21 +193,26 @@ impl Masker {
             values: Vec::new(),
         };
         let message = text.as_str();
-        let mut matches: Vec<(usize, usize)> = Vec::with_capacity(8);
+        // One scan of the whole message (cheaper than one per token); matches are cut at token
+        // boundaries below, so a mask never spans two tokens.
+        let matches: Vec<(usize, usize)> = match &self.combined {
+            Some(re) => re
+                .find_iter(message.as_bytes())
+                .map(|m| char_bounds(message, m.start(), m.end()))
+                .map(|(s, e)| detach_glued_sign(message, s, e))
+                .filter(|(s, e)| s < e)
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut next_match = 0;
         // Length of the current run of whole-variable tokens.
         let mut run = 0;
         for (start, end) in token_spans(message) {
-            matches.clear();
-            if let Some(re) = &self.combined {
-                let token = &message[start..end];
-                matches.extend(
-                    re.find_iter(token.as_bytes())
-                        .map(|m| char_bounds(token, m.start(), m.end()))
-                        .map(|(s, e)| detach_glued_sign(message, start + s, start + e))
-                        .filter(|(s, e)| s < e),
-                );
+            while next_match < matches.len() && matches[next_match].1 <= start {
+                next_match += 1;
             }
-            let variable = self.push_token(&mut out, message, start, end, &matches);
+            let variable =
+                self.push_token(&mut out, message, start, end, &matches[next_match..]);
             run = if variable { run + 1 } else { 0 };
             if self.collapse_runs && run >= COLLAPSE_MIN_RUN {
                 // The run reached the minimum: fold it into one token, then keep folding.
