@@ -211,8 +211,7 @@ impl Masker {
             while next_match < matches.len() && matches[next_match].1 <= start {
                 next_match += 1;
             }
-            let variable =
-                self.push_token(&mut out, message, start, end, &matches[next_match..]);
+            let variable = self.push_token(&mut out, message, start, end, &matches[next_match..]);
             run = if variable { run + 1 } else { 0 };
             if self.collapse_runs && run >= COLLAPSE_MIN_RUN {
                 // The run reached the minimum: fold it into one token, then keep folding.

@@ -84,3 +84,53 @@ pub struct ResultRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_timestamp: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_keep_unknown_fields_and_default_tags() {
+        let text = r#"{"id":"b1","index":"shop","source":"edge-7","metadata":{"k":1},
+            "logs":[{"message":"hello","timestamp":"2021-01-01T00:00:00Z","level":"INFO",
+            "id":"l1","metadata":{},"host":"web-1"},
+            {"message":"bye","tags":{"service":"cart"}}]}"#;
+        let batch: LogBatch = serde_json::from_str(text).unwrap();
+        assert_eq!(batch.extra["source"], "edge-7");
+        assert_eq!(batch.logs[0].tags, default_tags());
+        assert_eq!(batch.logs[0].extra["host"], "web-1");
+        assert_eq!(batch.logs[1].tags["service"], "cart");
+        assert_eq!(batch.logs[1].timestamp, None);
+        let back: LogBatch = serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
+        assert_eq!(back, batch);
+    }
+
+    #[test]
+    fn batches_missing_required_fields_are_errors() {
+        assert!(serde_json::from_str::<LogBatch>(r#"{"index":"a"}"#).is_err());
+        assert!(serde_json::from_str::<LogBatch>(r#"{"logs":[]}"#).is_err());
+        assert!(serde_json::from_str::<LogBatch>(r#"{"index":"a","logs":[{}]}"#).is_err());
+    }
+
+    #[test]
+    fn results_flatten_the_log_and_round_trip() {
+        let result = ResultRecord {
+            log: LogRecord::from_message("disk full"),
+            template: "disk full".into(),
+            template_id: "00000000000000ff".into(),
+            params: vec![],
+            prediction: 1,
+            anomaly_score: 0.9,
+            risk_score: 80,
+            added_state: 1,
+            ingest_timestamp: None,
+        };
+        let value = serde_json::to_value(&result).unwrap();
+        assert_eq!(value["message"], "disk full");
+        assert_eq!(value["tags"]["default"], "default");
+        assert_eq!(value["risk_score"], 80);
+        assert!(value.get("ingest_timestamp").is_none());
+        let back: ResultRecord = serde_json::from_value(value).unwrap();
+        assert_eq!(back, result);
+    }
+}
