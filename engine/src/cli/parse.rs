@@ -141,7 +141,13 @@ fn write_summary(out: &mut impl Write, analyzer: &LineAnalyzer) -> io::Result<()
     templates.sort_by(|a, b| b.count.cmp(&a.count).then(a.id.cmp(&b.id)));
     writeln!(out, "{:>8}  {:<16}  template", "lines", "template_id")?;
     for t in templates {
-        writeln!(out, "{:>8}  {}  {}", t.count, format_template_id(t.id), t.text)?;
+        writeln!(
+            out,
+            "{:>8}  {}  {}",
+            t.count,
+            format_template_id(t.id),
+            t.text
+        )?;
     }
     Ok(())
 }

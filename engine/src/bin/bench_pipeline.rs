@@ -1,0 +1,148 @@
+//! Pipeline benchmark (run in release): file → local store with 1 and 2 workers, their ratio,
+//! epoch latency p50/p99 (hdrhistogram, from the run summary), and peak RSS (VmHWM) of a long
+//! run to show memory stays flat as input grows.
+//!
+//! ```text
+//! cargo run --release -p logsight-engine --bin bench_pipeline -- [--lines 2000000] [--rss-lines 10000000]
+//! ```
+//! Input is the 8 Loghub 2k datasets repeated, written to a temporary directory (never to
+//! shared/). Each configuration runs the `logsight` binary built beside this one.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const DATASETS: [&str; 8] = [
+    "Apache",
+    "BGL",
+    "HDFS",
+    "HPC",
+    "Hadoop",
+    "Spark",
+    "Windows",
+    "Zookeeper",
+];
+
+struct Args {
+    lines: u64,
+    rss_lines: u64,
+    epoch_lines: u64,
+    datasets: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        lines: 2_000_000,
+        rss_lines: 10_000_000,
+        epoch_lines: 20_000,
+        datasets: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/loghub-2k"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--lines" => args.lines = value.parse()?,
+            "--rss-lines" => args.rss_lines = value.parse()?,
+            "--epoch-lines" => args.epoch_lines = value.parse()?,
+            "--datasets" => args.datasets = PathBuf::from(value),
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    Ok(args)
+}
+
+/// Writes the datasets repeated into `path` until it has `lines` lines.
+fn generate(datasets: &Path, path: &Path, lines: u64) -> Result<()> {
+    let mut all = Vec::new();
+    for name in DATASETS {
+        let file = datasets.join(name).join(format!("{name}_2k.log"));
+        let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+        all.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned),
+        );
+    }
+    let mut out = BufWriter::new(std::fs::File::create(path)?);
+    for line in all.iter().cycle().take(lines as usize) {
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs `logsight run` and returns its summary JSON.
+fn run(input: &Path, dir: &Path, workers: usize, epoch_lines: u64) -> Result<Value> {
+    let exe = std::env::current_exe()?;
+    let logsight = exe.with_file_name("logsight");
+    let summary = dir.with_extension("json");
+    let status = Command::new(&logsight)
+        .arg("run")
+        .arg(input)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["-w", &workers.to_string(), "--progress-secs", "0"])
+        .args(["--epoch-lines", &epoch_lines.to_string()])
+        .arg("--summary-json")
+        .arg(&summary)
+        .status()
+        .with_context(|| format!("running {}", logsight.display()))?;
+    if !status.success() {
+        bail!("logsight run failed: {status}");
+    }
+    let value: Value = serde_json::from_slice(&std::fs::read(&summary)?)?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(value)
+}
+
+fn report(label: &str, s: &Value) {
+    println!(
+        "{label:<22} {:>10} lines  {:>9.0} lines/s  epoch p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>7.1} MiB",
+        s["lines_in"],
+        s["lines_per_sec"].as_f64().unwrap_or(0.0),
+        s["epoch_latency_p50_ms"].as_f64().unwrap_or(0.0),
+        s["epoch_latency_p99_ms"].as_f64().unwrap_or(0.0),
+        s["peak_rss_kb"].as_f64().unwrap_or(0.0) / 1024.0,
+    );
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let tmp = tempfile::tempdir()?;
+    let input = tmp.path().join("input.log");
+    generate(&args.datasets, &input, args.lines)?;
+    println!(
+        "input: {} lines (8 Loghub datasets repeated), epoch {} lines",
+        args.lines, args.epoch_lines
+    );
+
+    let one = run(&input, &tmp.path().join("w1"), 1, args.epoch_lines)?;
+    report("file → store, -w1", &one);
+    let two = run(&input, &tmp.path().join("w2"), 2, args.epoch_lines)?;
+    report("file → store, -w2", &two);
+    let rate = |v: &Value| v["lines_per_sec"].as_f64().unwrap_or(0.0);
+    println!(
+        "speed-up -w2 / -w1: {:.2}x",
+        rate(&two) / rate(&one).max(1e-9)
+    );
+    std::fs::remove_file(&input)?;
+
+    if args.rss_lines > 0 {
+        generate(&args.datasets, &input, args.rss_lines)?;
+        let long = run(&input, &tmp.path().join("long"), 2, args.epoch_lines)?;
+        report("long run, -w2", &long);
+        let grow = long["peak_rss_kb"].as_f64().unwrap_or(0.0)
+            / two["peak_rss_kb"].as_f64().unwrap_or(1.0).max(1.0);
+        println!(
+            "peak RSS {} lines vs {} lines: {:.2}x ({}x the input)",
+            args.rss_lines,
+            args.lines,
+            grow,
+            args.rss_lines / args.lines.max(1)
+        );
+    }
+    Ok(())
+}

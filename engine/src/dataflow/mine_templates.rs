@@ -1,0 +1,146 @@
+//! MineTemplates: exchanges lines by their miner shard and mines each epoch in sequence order
+//! once the epoch is complete, so every shard sees its lines in the same order whatever the
+//! number of workers or processes, and template ids match a single-threaded run exactly.
+
+use crate::checkpoint::Checkpoints;
+use crate::wire::{Decoded, Json, Output, OutputLine};
+use operators::analyze::ShardMiner;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+/// Where a mining operator records its miner after each epoch (for restarts).
+#[derive(Debug, Clone, Default)]
+pub struct MinerCheckpoint {
+    pub checkpoints: Option<Checkpoints>,
+    pub worker: usize,
+}
+
+impl MinerCheckpoint {
+    /// No checkpoints (tests, examples).
+    pub fn none() -> Self {
+        MinerCheckpoint::default()
+    }
+
+    fn record(&self, epoch: u64, miner: &ShardMiner) {
+        let Some(checkpoints) = &self.checkpoints else {
+            return;
+        };
+        if let Err(e) = checkpoints.write_miner(self.worker, epoch, &miner.miner().snapshot()) {
+            // Without the snapshot a restart could not reproduce template ids: stop; a restart
+            // resumes from the last committed epoch.
+            tracing::error!(
+                "worker {}: recording the miner of epoch {epoch} failed: {e}",
+                self.worker
+            );
+            eprintln!("logsight: recording the miner of epoch {epoch} failed: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Counters the mining operator shares with the rest of its worker.
+#[derive(Debug, Clone, Default)]
+pub struct MinerGauge(Rc<RefCell<usize>>);
+
+impl MinerGauge {
+    pub fn templates(&self) -> usize {
+        *self.0.borrow()
+    }
+}
+
+/// The template mining stage.
+pub trait MineTemplates<'scope> {
+    /// Routes lines to the worker owning their shard and mines complete epochs in order.
+    ///
+    /// ```
+    /// use logsight_engine::dataflow::mine_templates::{MineTemplates, MinerCheckpoint, MinerGauge};
+    /// use logsight_engine::wire::{Decoded, Json, Output, PreparedItem, SeqKey};
+    /// use operators::analyze::{AnalyticsConfig, Preparer, ShardMiner};
+    /// use operators::model::LogRecord;
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Event;
+    ///
+    /// let cfg = AnalyticsConfig::default();
+    /// let prep = Preparer::new(&cfg).unwrap();
+    /// let lines: Vec<Decoded> = ["user 2 logged in", "user 1 logged in"].iter().enumerate()
+    ///     .map(|(i, m)| Decoded::Line(PreparedItem {
+    ///         key: SeqKey { seq: i as u64, sub: 0 },
+    ///         doc_id: i.to_string(),
+    ///         ingest_ms: 0,
+    ///         line: Json(prep.prepare("app", LogRecord::from_message(*m))),
+    ///     }))
+    ///     .collect();
+    /// let out = timely::example(move |scope| {
+    ///     let gauge = MinerGauge::default();
+    ///     lines.to_stream(scope).container::<Vec<_>>()
+    ///         .mine_templates(ShardMiner::new(&cfg), MinerCheckpoint::none(), gauge)
+    ///         .capture()
+    /// });
+    /// let results: Vec<Output> = out.try_iter().flat_map(|e| match e { Event::Messages(_, d) => d, _ => Vec::new() }).collect();
+    /// let Output::Line(first) = &results[0] else { panic!() };
+    /// assert_eq!(first.key.seq, 0);
+    /// assert_eq!(first.line.0.result.added_state, 1);
+    /// ```
+    fn mine_templates(
+        self,
+        miner: ShardMiner,
+        checkpoint: MinerCheckpoint,
+        gauge: MinerGauge,
+    ) -> StreamVec<'scope, u64, Output>;
+}
+
+impl<'scope> MineTemplates<'scope> for StreamVec<'scope, u64, Decoded> {
+    fn mine_templates(
+        self,
+        mut miner: ShardMiner,
+        checkpoint: MinerCheckpoint,
+        gauge: MinerGauge,
+    ) -> StreamVec<'scope, u64, Output> {
+        let pact = Exchange::new(|d: &Decoded| d.route());
+        self.unary_frontier(pact, "MineTemplates", move |_cap, _info| {
+            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Decoded>)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    if let Some(cap) = cap.retain_least(0) {
+                        let time = *cap.time();
+                        let entry = pending.entry(time).or_insert_with(|| (cap, Vec::new()));
+                        entry.1.append(data);
+                    }
+                });
+                while let Some((&epoch, _)) = pending.first_key_value() {
+                    if frontier.less_equal(&epoch) {
+                        break;
+                    }
+                    let Some((cap, mut items)) = pending.remove(&epoch) else {
+                        break;
+                    };
+                    items.sort_unstable_by_key(Decoded::key);
+                    output
+                        .session(&cap)
+                        .give_iterator(items.into_iter().map(|item| mine_one(&mut miner, item)));
+                    *gauge.0.borrow_mut() = miner.miner().template_count();
+                    // Before the capability for `epoch` is dropped: downstream (and the commit)
+                    // cannot pass `epoch` until the snapshot is on disk.
+                    checkpoint.record(epoch, &miner);
+                }
+            }
+        })
+    }
+}
+
+fn mine_one(miner: &mut ShardMiner, item: Decoded) -> Output {
+    match item {
+        Decoded::Line(p) => Output::Line(OutputLine {
+            key: p.key,
+            doc_id: p.doc_id,
+            ingest_ms: p.ingest_ms,
+            line: Json(miner.mine(p.line.0)),
+        }),
+        Decoded::Bad(key, record) => Output::Bad(key, record),
+    }
+}

@@ -1,0 +1,54 @@
+//! Score: anomaly score, prediction and risk of each mined line. Stateless, so mined lines are
+//! spread over the workers again by sequence number first: shards are uneven (a few templates
+//! hold most lines), and scoring and writing should not inherit that imbalance.
+
+use crate::dataflow::decode::spread;
+use crate::wire::Output;
+use operators::analyze::Scorer;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+
+/// The scoring stage.
+pub trait Score<'scope> {
+    /// Scores every line in place.
+    ///
+    /// ```
+    /// use logsight_engine::dataflow::score::Score;
+    /// use logsight_engine::wire::{Json, Output, OutputLine, SeqKey};
+    /// use operators::analyze::{AnalyticsConfig, LineAnalyzer, Scorer};
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Event;
+    ///
+    /// let cfg = AnalyticsConfig::default();
+    /// let mut analyzer = LineAnalyzer::new(&cfg, None).unwrap();
+    /// let mut line = analyzer.analyze_line("app", "FATAL disk sda1 failed, data lost");
+    /// line.result.risk_score = 0; // as the miner leaves it
+    /// let item = Output::Line(OutputLine { key: SeqKey { seq: 0, sub: 0 }, doc_id: "x".into(), ingest_ms: 0, line: Json(line) });
+    /// let out = timely::example(move |scope| {
+    ///     vec![item].to_stream(scope).container::<Vec<_>>().score(Scorer::new(&cfg)).capture()
+    /// });
+    /// let scored: Vec<Output> = out.try_iter().flat_map(|e| match e { Event::Messages(_, d) => d, _ => Vec::new() }).collect();
+    /// let Output::Line(l) = &scored[0] else { panic!() };
+    /// assert!(l.line.0.result.risk_score > 0);
+    /// ```
+    fn score(self, scorer: Scorer) -> StreamVec<'scope, u64, Output>;
+}
+
+impl<'scope> Score<'scope> for StreamVec<'scope, u64, Output> {
+    fn score(self, mut scorer: Scorer) -> StreamVec<'scope, u64, Output> {
+        let pact = Exchange::new(|o: &Output| spread(o.key().seq));
+        self.unary(pact, "Score", move |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    for item in data.iter_mut() {
+                        if let Output::Line(line) = item {
+                            scorer.score(&mut line.line.0.result);
+                        }
+                    }
+                    output.session(&cap).give_container(data);
+                });
+            }
+        })
+    }
+}

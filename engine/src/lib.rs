@@ -1,0 +1,18 @@
+//! logsight-engine: the log analytics pipeline as a timely dataflow, its sources and sinks,
+//! checkpoints, metrics, configuration and the `logsight` command line.
+//!
+//! Start at [`pipeline::run`]: it builds the dataflow of [`dataflow`] on every worker and drives
+//! the sources of [`sources`] from worker 0.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod connectors;
+pub mod dataflow;
+pub mod metrics;
+pub mod pipeline;
+pub mod quarantine;
+pub mod sinks;
+pub mod sources;
+pub mod summary;
+pub mod wire;

@@ -1,0 +1,287 @@
+//! Sinks: where documents go. The [`Sink`] trait is what every destination implements
+//! (the local store and stdout here; Kafka, Elasticsearch and ZeroMQ in the connectors issue).
+//!
+//! Documents are stored exactly as Elasticsearch returns them from a search:
+//! `{"_index": "<index>_pipeline", "_id": "<id>", "_source": {...}}`, one per line. Ids are
+//! deterministic ([`doc_id_for_log`], [`doc_id_for_position`]), so reprocessing the same input
+//! produces the same ids: an Elasticsearch sink overwrites, and readers of the local store keep
+//! the last document of an id.
+
+pub mod elasticsearch;
+pub mod kafka;
+pub mod local_store;
+pub mod stdout;
+
+use operators::miner::Fnv64;
+use operators::model::ResultRecord;
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// Errors of a sink.
+#[derive(Debug, Error)]
+pub enum SinkError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sink state is not valid: {0}")]
+    BadState(String),
+}
+
+impl SinkError {
+    pub fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
+        SinkError::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+}
+
+/// What kind of document: the part after the index in `<index>_<kind>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocKind {
+    Pipeline,
+    Incidents,
+    LogAgg,
+    Quarantine,
+}
+
+impl DocKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocKind::Pipeline => "pipeline",
+            DocKind::Incidents => "incidents",
+            DocKind::LogAgg => "log_agg",
+            DocKind::Quarantine => "quarantine",
+        }
+    }
+
+    /// The Elasticsearch index name of this kind for `index` (`quarantine` has no prefix).
+    pub fn es_index(self, index: &str) -> String {
+        match self {
+            DocKind::Quarantine => "quarantine".to_owned(),
+            kind => format!("{index}_{}", kind.as_str()),
+        }
+    }
+}
+
+/// One document handed to a sink.
+#[derive(Debug, Clone, Copy)]
+pub struct DocRef<'a> {
+    /// The logical index (tenant), e.g. `default`.
+    pub index: &'a str,
+    pub kind: DocKind,
+    pub id: &'a str,
+    /// The `_source` object, serialized.
+    pub source: &'a str,
+}
+
+impl DocRef<'_> {
+    /// The stored line: `{"_index":…,"_id":…,"_source":…}` (no newline).
+    pub fn envelope(&self) -> String {
+        let index = serde_json::Value::String(self.kind.es_index(self.index));
+        let id = serde_json::Value::String(self.id.to_owned());
+        format!(
+            "{{\"_index\":{index},\"_id\":{id},\"_source\":{}}}",
+            self.source
+        )
+    }
+}
+
+/// Checkpointed state of a sink, opaque to the engine (the local store keeps file lengths).
+pub type SinkState = BTreeMap<String, u64>;
+
+/// A destination for documents. Writes may be buffered; [`Sink::commit`] is called when an
+/// epoch is complete and must make everything written so far durable before it returns.
+pub trait Sink {
+    /// Short name for metrics and logs (`local`, `stdout`, `kafka`, …).
+    fn name(&self) -> &str;
+    fn write(&mut self, doc: &DocRef<'_>) -> Result<(), SinkError>;
+    /// Flushes durably and returns the state to store in the checkpoint.
+    fn commit(&mut self) -> Result<SinkState, SinkError>;
+    /// Rolls back to a checkpointed state on restart (`None`: a fresh start).
+    fn restore(&mut self, state: Option<&SinkState>) -> Result<(), SinkError>;
+}
+
+fn hex_id(hash: &Fnv64) -> String {
+    format!("{:016x}", hash.finish())
+}
+
+/// Id of a log that carries its own id: a hash of index and log id.
+pub fn doc_id_for_log(index: &str, log_id: &str) -> String {
+    let mut h = Fnv64::new();
+    h.write(index.as_bytes());
+    h.write(&[0]);
+    h.write(log_id.as_bytes());
+    hex_id(&h)
+}
+
+/// Id of a log without its own id: a hash of its source, line number and place in the batch.
+pub fn doc_id_for_position(source: &str, position: u64, sub: u32) -> String {
+    let mut h = Fnv64::new();
+    h.write(source.as_bytes());
+    h.write(&[0]);
+    h.write(&position.to_le_bytes());
+    h.write(&sub.to_le_bytes());
+    hex_id(&h)
+}
+
+/// The `_source` of a pipeline document. Unlike `ResultRecord`'s own serde, absent
+/// `timestamp`, `level` and `ingest_timestamp` are written as `null`, so every document has
+/// every field the dashboards query.
+pub struct PipelineSource<'a> {
+    pub result: &'a ResultRecord,
+    pub ingest_timestamp: &'a str,
+}
+
+impl Serialize for PipelineSource<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let r = self.result;
+        let log = &r.log;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("message", &log.message)?;
+        map.serialize_entry("timestamp", &log.timestamp)?;
+        map.serialize_entry("level", &log.level)?;
+        if let Some(id) = &log.id {
+            map.serialize_entry("id", id)?;
+        }
+        map.serialize_entry("metadata", &log.metadata)?;
+        map.serialize_entry("tags", &log.tags)?;
+        for (k, v) in &log.extra {
+            if !RESERVED.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.serialize_entry("template", &r.template)?;
+        map.serialize_entry("template_id", &r.template_id)?;
+        map.serialize_entry("params", &r.params)?;
+        map.serialize_entry("prediction", &r.prediction)?;
+        map.serialize_entry("anomaly_score", &r.anomaly_score)?;
+        map.serialize_entry("risk_score", &r.risk_score)?;
+        map.serialize_entry("added_state", &r.added_state)?;
+        let ingest = r
+            .ingest_timestamp
+            .as_deref()
+            .unwrap_or(self.ingest_timestamp);
+        map.serialize_entry("ingest_timestamp", ingest)?;
+        map.end()
+    }
+}
+
+/// Field names written by [`PipelineSource`] itself; an `extra` key of the same name is dropped
+/// rather than written twice.
+const RESERVED: [&str; 13] = [
+    "message",
+    "timestamp",
+    "level",
+    "id",
+    "metadata",
+    "tags",
+    "template",
+    "template_id",
+    "params",
+    "prediction",
+    "anomaly_score",
+    "risk_score",
+    "added_state",
+];
+
+/// Whether `index` can name a store file and an Elasticsearch index: lower-case ASCII letters,
+/// digits, `_`, `-`, `.`, not starting with `_`, `-` or `.`, at most 200 bytes.
+pub fn valid_index(index: &str) -> bool {
+    !index.is_empty()
+        && index.len() <= 200
+        && !index.starts_with(['_', '-', '.'])
+        && index
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use operators::model::LogRecord;
+
+    fn result() -> ResultRecord {
+        ResultRecord {
+            log: LogRecord::from_message("disk failed"),
+            template: "disk failed".into(),
+            template_id: "00000000000000ab".into(),
+            params: vec![],
+            prediction: 1,
+            anomaly_score: 0.9,
+            risk_score: 80,
+            added_state: 1,
+            ingest_timestamp: None,
+        }
+    }
+
+    #[test]
+    fn pipeline_documents_carry_every_field_even_when_absent() {
+        let r = result();
+        let src = PipelineSource {
+            result: &r,
+            ingest_timestamp: "2024-01-01T00:00:00.000Z",
+        };
+        let v: serde_json::Value = serde_json::to_value(&src).unwrap();
+        for key in [
+            "message",
+            "timestamp",
+            "level",
+            "tags",
+            "template",
+            "template_id",
+            "params",
+            "prediction",
+            "anomaly_score",
+            "risk_score",
+            "added_state",
+            "ingest_timestamp",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert!(v["timestamp"].is_null());
+        let doc = DocRef {
+            index: "app",
+            kind: DocKind::Pipeline,
+            id: "x",
+            source: &serde_json::to_string(&src).unwrap(),
+        };
+        let env: serde_json::Value = serde_json::from_str(&doc.envelope()).unwrap();
+        assert_eq!(env["_index"], "app_pipeline");
+        assert_eq!(env["_source"]["risk_score"], 80);
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        assert_eq!(
+            doc_id_for_position("a", 1, 0),
+            doc_id_for_position("a", 1, 0)
+        );
+        assert_ne!(
+            doc_id_for_position("a", 1, 0),
+            doc_id_for_position("a", 2, 0)
+        );
+        assert_ne!(
+            doc_id_for_position("a", 1, 0),
+            doc_id_for_position("a", 1, 1)
+        );
+        assert_ne!(doc_id_for_log("a", "1"), doc_id_for_log("b", "1"));
+        assert_eq!(doc_id_for_log("a", "1").len(), 16);
+    }
+
+    #[test]
+    fn index_names_are_checked() {
+        assert!(valid_index("default"));
+        assert!(valid_index("app-1.x_y"));
+        assert!(!valid_index("App"));
+        assert!(!valid_index("_x"));
+        assert!(!valid_index("a/b"));
+        assert!(!valid_index(""));
+    }
+}

@@ -1,0 +1,128 @@
+//! Helpers shared by the integration tests: running the built `logsight` binary and reading the
+//! local store it writes.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_logsight")
+}
+
+/// The Loghub 2k datasets (read-only) beside the repository.
+pub fn datasets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/loghub-2k")
+}
+
+pub const DATASETS: [&str; 8] = [
+    "Apache",
+    "BGL",
+    "HDFS",
+    "HPC",
+    "Hadoop",
+    "Spark",
+    "Windows",
+    "Zookeeper",
+];
+
+pub fn dataset(name: &str) -> PathBuf {
+    datasets().join(name).join(format!("{name}_2k.log"))
+}
+
+/// Writes the 8 datasets, `repeat` times over, into one file.
+pub fn repeated_input(path: &Path, repeat: usize) -> usize {
+    let mut text = String::new();
+    for _ in 0..repeat {
+        for name in DATASETS {
+            let data = std::fs::read_to_string(dataset(name)).expect("dataset readable");
+            text.push_str(&data);
+            if !data.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+    }
+    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    std::fs::write(path, text).expect("write input");
+    lines
+}
+
+/// `logsight <args>` without inheriting a config from the environment.
+pub fn logsight(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("LOGSIGHT_CONFIG")
+        .env("LOGSIGHT_LOG", "warn");
+    cmd
+}
+
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = logsight(args).output().expect("logsight runs");
+    assert!(
+        out.status.success(),
+        "logsight {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every stored line of `es_index` (duplicates included), from all workers' files.
+pub fn stored_lines(dir: &Path, es_index: &str) -> Vec<Value> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("data dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{es_index}-")) && n.ends_with(".ndjson"))
+        })
+        .collect();
+    names.sort();
+    let mut docs = Vec::new();
+    for path in names {
+        for line in std::fs::read_to_string(&path).expect("store file").lines() {
+            docs.push(serde_json::from_str(line).expect("valid NDJSON"));
+        }
+    }
+    docs
+}
+
+/// Documents by id, without the run-dependent `ingest_timestamp`; asserts ids are unique.
+pub fn documents(dir: &Path, es_index: &str) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for mut doc in stored_lines(dir, es_index) {
+        let id = doc["_id"].as_str().expect("_id").to_owned();
+        if let Some(src) = doc["_source"].as_object_mut() {
+            src.remove("ingest_timestamp");
+        }
+        assert!(
+            out.insert(id.clone(), doc).is_none(),
+            "duplicate document {id}"
+        );
+    }
+    out
+}
+
+/// Template id of every document, by document id.
+pub fn template_ids(docs: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    docs.iter()
+        .map(|(id, d)| {
+            (
+                id.clone(),
+                d["_source"]["template_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -1,0 +1,82 @@
+//! kill -9 during a long run, restart with the same data dir: exactly one document per input
+//! line and the same template ids as an uninterrupted run.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+fn committed_epoch(dir: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("_state/commit.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["epoch"].as_u64()
+}
+
+#[test]
+fn restart_after_kill_9_ends_with_one_document_per_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("big.log");
+    let lines = repeated_input(&input, 6);
+    let input = input.display().to_string();
+    let args = |dir: &str| -> Vec<String> {
+        [
+            "run",
+            &input,
+            "--data-dir",
+            dir,
+            "-w",
+            "2",
+            "--epoch-lines",
+            "2000",
+            "--progress-secs",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    let reference = tmp.path().join("reference");
+    let r = reference.display().to_string();
+    let a: Vec<String> = args(&r);
+    run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let crashed = tmp.path().join("crashed");
+    let c = crashed.display().to_string();
+    let a = args(&c);
+    let mut child = logsight(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_epoch(&crashed).is_none_or(|e| e < 3) {
+        assert!(Instant::now() < deadline, "no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed; make the input bigger"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let partial = stored_lines(&crashed, "default_pipeline").len();
+    assert!(
+        partial < lines,
+        "killed too late: {partial} of {lines} lines written"
+    );
+
+    run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let after = documents(&crashed, "default_pipeline"); // asserts no duplicate ids
+    assert_eq!(stored_lines(&crashed, "default_pipeline").len(), lines);
+    assert_eq!(after.len(), lines);
+    let reference = documents(&reference, "default_pipeline");
+    assert_eq!(template_ids(&after), template_ids(&reference));
+    assert!(
+        after == reference,
+        "documents differ from the uninterrupted run"
+    );
+
+    // A third run over the same finished input reads nothing new and writes nothing.
+    let out = run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 lines in"));
+    assert_eq!(stored_lines(&crashed, "default_pipeline").len(), lines);
+}
