@@ -22,7 +22,11 @@ fn parse_groups_a_loghub_sample_above_the_floor() {
         .arg(&path)
         .output()
         .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let docs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -45,7 +49,13 @@ fn parse_groups_a_loghub_sample_above_the_floor() {
     assert_eq!(first["Node"], "QuorumPeer[myid=1]/0");
     assert_eq!(first["level"], "INFO");
     assert_eq!(first["timestamp"], "2015-07-29T17:41:44.747Z");
-    for key in ["params", "prediction", "anomaly_score", "risk_score", "added_state"] {
+    for key in [
+        "params",
+        "prediction",
+        "anomaly_score",
+        "risk_score",
+        "added_state",
+    ] {
         assert!(first.get(key).is_some(), "missing {key}");
     }
     assert_eq!(first["message"], data.rows[0].content);
@@ -65,7 +75,10 @@ fn summary_lists_templates_with_counts() {
     let text = String::from_utf8_lossy(&out.stdout);
     // Apache's ground truth has 6 templates; the largest covers 836 lines.
     assert_eq!(text.lines().count(), 1 + 6, "{text}");
-    assert!(text.lines().nth(1).is_some_and(|l| l.trim_start().starts_with("836 ")));
+    assert!(text
+        .lines()
+        .nth(1)
+        .is_some_and(|l| l.trim_start().starts_with("836 ")));
 }
 
 #[test]
@@ -99,7 +112,10 @@ fn invalid_utf8_and_mismatching_lines_are_flagged_not_dropped() {
 #[test]
 fn errors_are_one_clear_line_and_a_failure_code() {
     let cases: [(&[&str], &str); 3] = [
-        (&["parse", "/no/such/file.log"], "cannot read /no/such/file.log"),
+        (
+            &["parse", "/no/such/file.log"],
+            "cannot read /no/such/file.log",
+        ),
         (&["parse", "--format", "<Date", "-"], "never closed"),
         (&["parse", "--format", "<Date> <Time>", "-"], "Content"),
     ];
@@ -121,8 +137,11 @@ fn errors_are_one_clear_line_and_a_failure_code() {
 fn a_bad_mask_in_the_config_is_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[[analytics.mask]]\nname = \"BROKEN\"\nregex = \"(\"\n")
-        .expect("write");
+    std::fs::write(
+        &config,
+        "[[analytics.mask]]\nname = \"BROKEN\"\nregex = \"(\"\n",
+    )
+    .expect("write");
     let out = logsight()
         .args(["parse", "--config"])
         .arg(&config)

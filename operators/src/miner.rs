@@ -84,28 +84,86 @@ pub struct Template {
     pub count: u64,
     /// Shard clock value of the last line that matched (for LRU eviction).
     pub last_seen: u64,
+    /// How each token matches, derived from `tokens` (rebuilt on restore): matching a line
+    /// against many templates must not re-scan tokens for wildcards.
+    #[serde(skip)]
+    shapes: Vec<Shape>,
+}
+
+/// How a template token matches a line token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Only an equal token; `plain` when it is a plain word (see [`is_plain_word`]).
+    Exact { plain: bool },
+    /// Any token.
+    Wildcard,
+    /// Any token framed by the template's text before its first and after its last wildcard.
+    Pattern { prefix: usize, suffix: usize },
+}
+
+impl Shape {
+    fn of(token: &str) -> Shape {
+        if is_wildcard(token) {
+            return Shape::Wildcard;
+        }
+        match (token.find(WILDCARD), token.rfind(WILDCARD)) {
+            (Some(first), Some(last)) => Shape::Pattern {
+                prefix: first,
+                suffix: token.len() - last - WILDCARD.len(),
+            },
+            _ => Shape::Exact {
+                plain: is_plain_word(token),
+            },
+        }
+    }
+
+    /// Whether a pattern token `t` of this shape frames `token`.
+    fn frames(self, t: &str, token: &str) -> bool {
+        match self {
+            Shape::Pattern { prefix, suffix } => {
+                token.len() > prefix + suffix
+                    && token.as_bytes().starts_with(&t.as_bytes()[..prefix])
+                    && token
+                        .as_bytes()
+                        .ends_with(&t.as_bytes()[t.len() - suffix..])
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Template {
     fn new(id: TemplateId, tokens: Vec<String>, clock: u64) -> Self {
         let text = tokens.join(" ");
+        let shapes = tokens.iter().map(|t| Shape::of(t)).collect();
         Template {
             id,
             tokens,
             text,
             count: 0,
             last_seen: clock,
+            shapes,
         }
+    }
+
+    fn rebuild_shapes(&mut self) {
+        self.shapes = self.tokens.iter().map(|t| Shape::of(t)).collect();
     }
 
     /// Turns every position that disagrees with the line into a wildcard, keeping the
     /// punctuation both sides share around it (`SAM,` and `DEFAULT,` give `<*>,`).
     fn generalise(&mut self, msg: &MaskedMessage) {
         let mut changed = false;
-        for (i, t) in self.tokens.iter_mut().enumerate() {
+        for (i, (t, shape)) in self.tokens.iter_mut().zip(&mut self.shapes).enumerate() {
             let line = msg.masked_token(i);
-            if !is_wildcard(t) && t != line && pattern_affixes(t, line).is_none() {
+            let agrees = match *shape {
+                Shape::Wildcard => true,
+                Shape::Exact { .. } => t == line,
+                pattern => pattern.frames(t, line),
+            };
+            if !agrees {
                 *t = generalised_token(t, line);
+                *shape = Shape::of(t);
                 changed = true;
             }
         }
@@ -199,7 +257,7 @@ impl TemplateMiner {
         MineOutcome {
             template_id: template.id,
             template: template.text.clone(),
-            params: extract_params(&template.tokens, msg),
+            params: extract_params(template, msg),
             added,
             count: template.count,
         }
@@ -234,9 +292,16 @@ impl TemplateMiner {
 
     /// Rebuilds a miner from a snapshot; `None` when the snapshot's version is unknown.
     pub fn restore(snapshot: MinerSnapshot) -> Option<Self> {
-        (snapshot.version == SNAPSHOT_VERSION).then(|| TemplateMiner {
+        if snapshot.version != SNAPSHOT_VERSION {
+            return None;
+        }
+        let mut shards: FxHashMap<u64, Shard> = snapshot.shards.into_iter().collect();
+        for template in shards.values_mut().flat_map(|s| s.templates.iter_mut()) {
+            template.rebuild_shapes();
+        }
+        Some(TemplateMiner {
             config: snapshot.config,
-            shards: snapshot.shards.into_iter().collect(),
+            shards,
         })
     }
 }
@@ -244,11 +309,14 @@ impl TemplateMiner {
 /// Index of the most similar template reaching the threshold; ties go to the older template.
 fn best_match(templates: &[Template], msg: &MaskedMessage, config: &MinerConfig) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
+    // Plain-word flags of the line's tokens, computed once and only if a template needs them.
+    let mut plain: Option<Vec<bool>> = None;
     for (i, t) in templates.iter().enumerate() {
         if t.tokens.len() != msg.len() {
             continue;
         }
-        let Some(sim) = similarity(&t.tokens, msg, config.wildcard_weight) else {
+        let floor = best.map_or(config.similarity_threshold, |(_, b)| b);
+        let Some(sim) = similarity(t, msg, config.wildcard_weight, floor, &mut plain) else {
             continue;
         };
         if sim >= config.similarity_threshold && best.is_none_or(|(_, b)| sim > b) {
@@ -259,38 +327,50 @@ fn best_match(templates: &[Template], msg: &MaskedMessage, config: &MinerConfig)
 }
 
 /// Share of positions where the template agrees with the line: equal tokens count 1, a
-/// template wildcard facing a line constant counts `wildcard_weight`. `None` when the two
-/// disagree on a pair of plain words: messages differing only in a word like
+/// template wildcard (or pattern) facing a line token counts `wildcard_weight`. `None` when
+/// the two disagree on a pair of plain words — messages differing only in a word like
 /// `initialization`/`finalization` are different events, whereas values (ids, numbers,
-/// paths) carry digits or punctuation and were mostly masked already.
-fn similarity(template: &[String], msg: &MaskedMessage, wildcard_weight: f64) -> Option<f64> {
-    if template.is_empty() {
+/// paths) carry digits or punctuation and were mostly masked already — or when the score
+/// can no longer reach `floor`.
+fn similarity(
+    template: &Template,
+    msg: &MaskedMessage,
+    wildcard_weight: f64,
+    floor: f64,
+    plain: &mut Option<Vec<bool>>,
+) -> Option<f64> {
+    let n = template.tokens.len();
+    if n == 0 {
         return Some(1.0);
     }
     let mut score = 0.0;
-    for (i, t) in template.iter().enumerate() {
+    for (i, (t, shape)) in template.tokens.iter().zip(&template.shapes).enumerate() {
         let token = msg.masked_token(i);
-        if t == token {
-            score += 1.0;
-        } else if is_wildcard(t) || pattern_affixes(t, token).is_some() {
-            score += wildcard_weight;
-        } else if is_plain_word(t) && is_plain_word(token) {
+        match *shape {
+            Shape::Wildcard => score += wildcard_weight,
+            Shape::Exact { plain: t_plain } => {
+                if t == token {
+                    score += 1.0;
+                } else if t_plain && line_plain(plain, msg)[i] {
+                    return None;
+                }
+            }
+            pattern => {
+                if pattern.frames(t, token) {
+                    score += wildcard_weight;
+                }
+            }
+        }
+        // Even if every remaining position matched exactly, the floor is out of reach.
+        if (score + (n - i - 1) as f64) / (n as f64) < floor {
             return None;
         }
     }
-    Some(score / template.len() as f64)
+    Some(score / n as f64)
 }
 
-/// When template token `t` is a pattern (`<*>,`, `id=<*>`) whose literal text around its
-/// wildcards frames `token`, the lengths of that prefix and suffix.
-fn pattern_affixes(t: &str, token: &str) -> Option<(usize, usize)> {
-    let first = t.find(WILDCARD)?;
-    let last = t.rfind(WILDCARD)? + WILDCARD.len();
-    let (prefix, suffix) = (&t[..first], &t[last..]);
-    let fits = token.len() > prefix.len() + suffix.len()
-        && token.starts_with(prefix)
-        && token.ends_with(suffix);
-    fits.then_some((prefix.len(), suffix.len()))
+fn line_plain<'a>(plain: &'a mut Option<Vec<bool>>, msg: &MaskedMessage) -> &'a [bool] {
+    plain.get_or_insert_with(|| msg.masked_tokens().map(is_plain_word).collect())
 }
 
 /// A wildcard framed by what `a` and `b` share before and after it, cut at a delimiter so
@@ -354,19 +434,17 @@ fn insert_bounded(shard: &mut Shard, template: Template, cap: usize) -> usize {
 
 /// The line's values at template wildcards (whole tokens) and inside partially masked
 /// constant tokens, in order.
-fn extract_params(template: &[String], msg: &MaskedMessage) -> Vec<String> {
+fn extract_params(template: &Template, msg: &MaskedMessage) -> Vec<String> {
     let mut params = Vec::new();
-    for (i, t) in template.iter().enumerate() {
-        let line = msg.masked_token(i);
-        if is_wildcard(t) {
-            params.push(msg.original_token(i).to_owned());
-        } else if t == line {
-            params.extend(msg.values_of(i).map(str::to_owned));
-        } else if let Some((p, s)) = pattern_affixes(t, msg.original_token(i)) {
-            let original = msg.original_token(i);
-            params.push(original[p..original.len() - s].to_owned());
-        } else {
-            params.push(msg.original_token(i).to_owned());
+    for (i, (t, shape)) in template.tokens.iter().zip(&template.shapes).enumerate() {
+        let original = msg.original_token(i);
+        match *shape {
+            Shape::Wildcard => params.push(original.to_owned()),
+            _ if t == msg.masked_token(i) => params.extend(msg.values_of(i).map(str::to_owned)),
+            Shape::Pattern { prefix, suffix } if shape.frames(t, original) => {
+                params.push(original[prefix..original.len() - suffix].to_owned());
+            }
+            _ => params.push(original.to_owned()),
         }
     }
     params
@@ -506,8 +584,17 @@ mod tests {
         );
         assert_eq!(generalised_token("a,", "b;"), "<*>");
         assert_eq!(generalised_token(",", ",,"), "<*>");
-        assert_eq!(pattern_affixes("id=<*>", "id=7"), Some((3, 0)));
-        assert_eq!(pattern_affixes("id=<*>", "id="), None);
+        let shape = Shape::of("id=<*>");
+        assert_eq!(
+            shape,
+            Shape::Pattern {
+                prefix: 3,
+                suffix: 0
+            }
+        );
+        assert!(shape.frames("id=<*>", "id=7"));
+        assert!(!shape.frames("id=<*>", "id="));
+        assert!(!shape.frames("id=<*>", "x=7"));
     }
 
     #[test]
