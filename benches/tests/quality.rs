@@ -49,7 +49,10 @@ fn anomaly_f1_on_bgl_beats_the_keyword_baseline() {
     }
     let (f_ours, f_base) = (f1(ours), f1(base));
     assert!(f_ours > 0.5, "our F1 {f_ours:.3}");
-    assert!(f_ours > 1.5 * f_base, "ours {f_ours:.3} vs baseline {f_base:.3}");
+    assert!(
+        f_ours > 1.5 * f_base,
+        "ours {f_ours:.3} vs baseline {f_base:.3}"
+    );
 }
 
 /// [true positives, false positives, false negatives]

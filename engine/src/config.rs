@@ -3,7 +3,8 @@
 //!
 //! Environment variables: `PREDICTION_THRESHOLD` (→ `analytics.anomaly.threshold`),
 //! `RISK_SCORE_*` (→ `analytics.risk`), `RUN_PIPELINE`, `INCIDENT_JOBS` / `INCIDENTS_JOBS`,
-//! `DELETE_ES_JOB`, `ES_CLEANUP_AGE` (→ `[jobs]`), and every `KAFKA_*` / `ELASTICSEARCH_*`
+//! `DELETE_ES_JOB`, `ES_CLEANUP_AGE`, `JOB_INTERVAL`, `ES_CLEANUP_JOB_INTERVAL`, `PARALLEL_JOBS`
+//! (→ `[jobs]`), and every `KAFKA_*` / `ELASTICSEARCH_*`
 //! variable (→ `[kafka]` / `[elasticsearch]`, key lower-cased without the prefix; parsed and
 //! shown now, used by the connectors).
 
@@ -120,6 +121,14 @@ pub struct JobsConfig {
     pub delete_es_job: bool,
     /// `ES_CLEANUP_AGE`: age beyond which documents are deleted (Elasticsearch date math).
     pub es_cleanup_age: String,
+    /// `JOB_INTERVAL`: seconds between polls of a source that had nothing new
+    /// (`logsight jobs`).
+    pub job_interval: u64,
+    /// `ES_CLEANUP_JOB_INTERVAL`: seconds between two prunings (`logsight jobs`).
+    pub es_cleanup_job_interval: u64,
+    /// `PARALLEL_JOBS`: most `*_pipeline` indices read per round by the Elasticsearch
+    /// polling source.
+    pub parallel_jobs: usize,
 }
 
 impl Default for JobsConfig {
@@ -129,6 +138,9 @@ impl Default for JobsConfig {
             incident_jobs: true,
             delete_es_job: true,
             es_cleanup_age: "now-1y".to_owned(),
+            job_interval: 60,
+            es_cleanup_job_interval: 3600,
+            parallel_jobs: 4,
         }
     }
 }
@@ -207,6 +219,26 @@ impl EngineConfig {
         }
         if let Some(v) = get("ES_CLEANUP_AGE") {
             self.jobs.es_cleanup_age = v.trim().to_owned();
+        }
+        let number = |name: &str, min: u64| -> Result<Option<u64>, ConfigError> {
+            get(name)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n >= min)
+                        .ok_or_else(|| env_err(name, &v, &format!("a whole number >= {min}")))
+                })
+                .transpose()
+        };
+        if let Some(n) = number("JOB_INTERVAL", 0)? {
+            self.jobs.job_interval = n;
+        }
+        if let Some(n) = number("ES_CLEANUP_JOB_INTERVAL", 1)? {
+            self.jobs.es_cleanup_job_interval = n;
+        }
+        if let Some(n) = number("PARALLEL_JOBS", 1)? {
+            self.jobs.parallel_jobs = usize::try_from(n).unwrap_or(usize::MAX);
         }
         for (k, v) in env {
             if let Some(key) = k.strip_prefix("KAFKA_") {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod dataflow;
+pub mod jobs;
 pub mod metrics;
 pub mod pipeline;
 pub mod quarantine;

@@ -15,6 +15,7 @@ Examples:
   logsight run --decode batch tcp://0.0.0.0:9000   batch JSON lines from TCP clients
   cat app.log | logsight run --sink stdout -   NDJSON documents on stdout
   logsight run -n 2 -p 0 --hostfile hosts big.log   process 0 of a 2-process cluster
+  logsight jobs --source kafka --sink elasticsearch   the job manager (incidents, pruning)
   logsight config check --config configs/logsight.toml";
 
 /// Log analytics: template mining, anomaly and risk scoring, as a timely dataflow.
@@ -46,6 +47,20 @@ Examples:
     Config(cli::config_cmd::ConfigCommand),
     /// Local store tools: `store load` loads it into Elasticsearch.
     Store(cli::store::StoreArgs),
+    /// The job manager: incidents and log aggregates from pipeline results, and pruning.
+    #[command(after_help = "\
+Roles (environment or [jobs]): INCIDENT_JOBS (or INCIDENTS_JOBS) computes incidents and log
+aggregates; DELETE_ES_JOB prunes documents older than ES_CLEANUP_AGE (default now-1y) every
+ES_CLEANUP_JOB_INTERVAL seconds. Also FILTER_NORMAL, INCIDENT_MAX_SAMPLES, JOB_INTERVAL,
+PARALLEL_JOBS, KAFKA_*, ELASTICSEARCH_*.
+
+Examples:
+  logsight jobs --once                              local store in, local store out, then exit
+  logsight jobs --source kafka --sink elasticsearch the deployment: results topic -> Elasticsearch
+  logsight jobs --source elasticsearch --sink elasticsearch   poll <index>_pipeline by ingest time
+  DELETE_ES_JOB=true ES_CLEANUP_AGE=now-30d logsight jobs --sink elasticsearch --prune-once
+  INCIDENT_JOBS=false logsight jobs --sink elasticsearch      pruning only, every hour")]
+    Jobs(cli::jobs::JobsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +76,6 @@ fn main() -> anyhow::Result<()> {
         Command::Parse(args) => cli::parse::run(args),
         Command::Config(cmd) => cli::config_cmd::run(cmd),
         Command::Store(args) => cli::store::run(args),
+        Command::Jobs(args) => cli::jobs::run(args),
     }
 }

@@ -144,6 +144,10 @@ pub struct RunSummary {
     pub epochs: u64,
     pub epoch_latency_p50_ms: f64,
     pub epoch_latency_p99_ms: f64,
+    /// Lines read by each timely worker (global index), when there are several: shows how
+    /// the sources (Kafka partitions) were spread.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines_in_by_worker: Vec<u64>,
     #[serde(skip)]
     templates_by_worker: BTreeMap<usize, (u64, u64)>,
     #[serde(skip)]
@@ -226,6 +230,15 @@ impl RunSummary {
             self.epoch_latency_p50_ms,
             self.epoch_latency_p99_ms
         ));
+        if !self.lines_in_by_worker.is_empty() {
+            let by: Vec<String> = self
+                .lines_in_by_worker
+                .iter()
+                .enumerate()
+                .map(|(w, n)| format!("w{w} {n}"))
+                .collect();
+            out.push_str(&format!("  lines in by worker: {}\n", by.join(", ")));
+        }
         let windows = self.riskiest_windows(5);
         if windows.is_empty() {
             out.push_str("  no timestamped lines: no windows\n");

@@ -31,10 +31,17 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Json<T> {
     }
 }
 
-/// Where a line sits in the input: its global sequence number (the mining order) and its
-/// position inside a batch (0 for raw lines).
+/// Where a line sits in the input: the mining order within an epoch, compared field by field.
+///
+/// `stream` names the ordered stream the line belongs to: 0 for the sources worker 0 reads in
+/// arrival order (files, stdin, TCP, ZeroMQ), whose `seq` is a counter over all of them; a
+/// Kafka partition for the position-placed sources, whose `seq` is the message offset (see
+/// `pipeline.rs`). Both parts come from the input alone, so any worker can produce the key and
+/// sorting an epoch by it gives the same order for any number of workers or processes.
+/// `sub` is the position inside a batch (0 for raw lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SeqKey {
+    pub stream: u32,
     pub seq: u64,
     pub sub: u32,
 }
@@ -47,7 +54,9 @@ pub struct RawChunk {
     pub source: String,
     /// Position (0-based line number) of the first line within its source.
     pub first_pos: u64,
-    /// Global sequence number of the first line.
+    /// Ordered stream of the lines (see [`SeqKey::stream`]).
+    pub stream: u32,
+    /// Sequence number of the first line within its stream (see [`SeqKey`]).
     pub first_seq: u64,
     pub lines: Vec<RawLine>,
     /// When the chunk was read (ms since the Unix epoch): the documents' `ingest_timestamp`.

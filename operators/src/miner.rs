@@ -50,8 +50,10 @@ impl Default for MinerConfig {
     }
 }
 
-/// Which shard a line belongs to: a hash of its index, token count and first token (or `*`
-/// when the first token holds a variable or a digit).
+/// Which shard a line belongs to: a hash of its index, token count and first constant token
+/// among the first three (one without a variable or digit; `*` when there is none). Skipping
+/// leading values (`<*> Served block ...`) keeps events apart and shards many, which spreads
+/// work evenly over workers.
 pub fn shard_key(index: &str, msg: &MaskedMessage) -> u64 {
     let mut h = Fnv64::new();
     h.write(index.as_bytes());
@@ -62,16 +64,18 @@ pub fn shard_key(index: &str, msg: &MaskedMessage) -> u64 {
 }
 
 fn first_token_key(msg: &MaskedMessage) -> &str {
-    if msg.is_empty() {
-        return "";
-    }
-    let first = msg.masked_token(0);
-    if first.contains(WILDCARD) || first.contains("<:") || first.bytes().any(|b| b.is_ascii_digit())
-    {
-        "*"
-    } else {
-        first
-    }
+    msg.masked_tokens()
+        .take(KEY_TOKENS)
+        .position(is_constant)
+        .map_or("*", |i| msg.masked_token(i))
+}
+
+/// How many leading tokens the shard key looks at for a constant one.
+const KEY_TOKENS: usize = 3;
+
+/// A token that names the event rather than carrying a value: no wildcard and no digit.
+fn is_constant(token: &str) -> bool {
+    !token.contains(WILDCARD) && !token.contains("<:") && !token.bytes().any(|b| b.is_ascii_digit())
 }
 
 /// One template of a shard.

@@ -11,7 +11,6 @@ use operators::format::FormatSet;
 use operators::model::LogRecord;
 use operators::scoring::{evaluate, Accuracy};
 
-
 /// The allocator the `logsight` binary ships with, so numbers match production.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

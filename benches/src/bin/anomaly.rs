@@ -49,7 +49,6 @@ impl Confusion {
     }
 }
 
-
 /// The allocator the `logsight` binary ships with, so numbers match production.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

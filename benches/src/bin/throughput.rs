@@ -14,7 +14,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-
 /// The allocator the `logsight` binary ships with, so numbers match production.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

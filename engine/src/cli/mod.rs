@@ -2,6 +2,7 @@
 //! `run` function. `main.rs` only parses and dispatches.
 
 pub mod config_cmd;
+pub mod jobs;
 pub mod parse;
 pub mod run;
 pub mod store;

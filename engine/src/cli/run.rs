@@ -142,19 +142,51 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         sources,
         cluster: args.cluster()?,
     };
+    let jobs_config = opts.config.clone();
     let summary = run_pipeline(opts, metrics)?;
     if let Some(summary) = summary {
         eprint!("{}", summary.render());
+        let incidents = in_process_jobs(&jobs_config, args.processes)?;
         if let Some(path) = &args.summary_json {
             let mut value = serde_json::to_value(&summary)?;
             value["riskiest_windows"] = serde_json::to_value(summary.riskiest_windows(5))?;
             value["lines_per_sec"] = serde_json::json!(summary.lines_per_sec());
             value["peak_rss_kb"] = serde_json::json!(peak_rss_kb());
+            if let Some(report) = &incidents {
+                value["incidents"] = serde_json::json!(report.incidents);
+                value["log_aggregates"] = serde_json::json!(report.log_aggs);
+            }
             std::fs::write(path, serde_json::to_vec_pretty(&value)?)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
     }
     Ok(())
+}
+
+/// The job manager over the documents just written to the local store (`--once` semantics),
+/// when `INCIDENT_JOBS` is on, the local store is a sink and the run is a single process:
+/// `<index>_incidents` and `<index>_log_agg` appear in the data directory. Prints one line.
+fn in_process_jobs(
+    config: &crate::config::EngineConfig,
+    processes: usize,
+) -> anyhow::Result<Option<crate::jobs::DrainReport>> {
+    if !config.jobs.incident_jobs
+        || processes > 1
+        || !config.run.sinks.contains(&SinkKind::Local)
+    {
+        return Ok(None);
+    }
+    let jobs = logsight_jobs::JobConfig::from_env().context("job settings")?;
+    let report = crate::jobs::run_local_once(&config.run.data_dir, jobs)
+        .context("incident jobs over the local store")?;
+    eprintln!(
+        "  incidents: {} incidents, {} log aggregates in {} ({} records, INCIDENT_JOBS=false skips this)",
+        report.incidents.unwrap_or(0),
+        report.log_aggs.unwrap_or(0),
+        config.run.data_dir.display(),
+        report.records
+    );
+    Ok(Some(report))
 }
 
 /// `addr` with its port increased by `by` (one metrics port per process of a cluster).

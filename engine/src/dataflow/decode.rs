@@ -42,6 +42,7 @@ impl Decoder {
         let RawChunk {
             source,
             first_pos,
+            stream,
             first_seq,
             lines,
             ingest_ms,
@@ -50,6 +51,7 @@ impl Decoder {
             let at = Place {
                 source: &source,
                 pos: first_pos + i as u64,
+                stream,
                 seq: first_seq + i as u64,
                 ingest_ms,
             };
@@ -59,6 +61,7 @@ impl Decoder {
                     metrics.quarantined(bad.reason);
                     emit(Decoded::Bad(
                         SeqKey {
+                            stream: at.stream,
                             seq: at.seq,
                             sub: 0,
                         },
@@ -140,7 +143,11 @@ impl Decoder {
         doc_id: String,
     ) -> Decoded {
         Decoded::Line(PreparedItem {
-            key: SeqKey { seq: at.seq, sub },
+            key: SeqKey {
+                stream: at.stream,
+                seq: at.seq,
+                sub,
+            },
             doc_id,
             ingest_ms: at.ingest_ms,
             line: Json(self.preparer.prepare(index, record)),
@@ -152,6 +159,7 @@ impl Decoder {
 struct Place<'a> {
     source: &'a str,
     pos: u64,
+    stream: u32,
     seq: u64,
     ingest_ms: i64,
 }
@@ -163,7 +171,13 @@ impl Place<'_> {
     }
 }
 
-/// Spreads a chunk sequence number over workers (consecutive chunks land on different ones).
+/// Spreads a line or chunk over workers by its place in the input (consecutive chunks, and
+/// equal offsets of different Kafka partitions, land on different ones).
+pub fn spread_key(stream: u32, seq: u64) -> u64 {
+    spread(spread(u64::from(stream)) ^ seq)
+}
+
+/// Spreads a sequence number over workers (consecutive chunks land on different ones).
 pub fn spread(seq: u64) -> u64 {
     // splitmix64 finaliser.
     let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -194,6 +208,7 @@ pub trait Decode<'scope> {
     /// let chunk = RawChunk {
     ///     source: "f.log".into(),
     ///     first_pos: 0,
+    ///     stream: 0,
     ///     first_seq: 0,
     ///     ingest_ms: 0,
     ///     lines: vec![RawLine { bytes: b"user 7 logged in".to_vec(), oversize: None }],
@@ -219,7 +234,7 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, u64, RawChunk> {
         decoder: Arc<Decoder>,
         metrics: Arc<Metrics>,
     ) -> StreamVec<'scope, u64, Decoded> {
-        let pact = Exchange::new(|chunk: &RawChunk| spread(chunk.first_seq));
+        let pact = Exchange::new(|chunk: &RawChunk| spread_key(chunk.stream, chunk.first_seq));
         self.unary(pact, "Decode", move |_cap, _info| {
             move |input, output| {
                 input.for_each(|cap, data| {

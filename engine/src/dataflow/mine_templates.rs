@@ -69,7 +69,7 @@ pub trait MineTemplates<'scope> {
     /// let prep = Preparer::new(&cfg).unwrap();
     /// let lines: Vec<Decoded> = ["user 2 logged in", "user 1 logged in"].iter().enumerate()
     ///     .map(|(i, m)| Decoded::Line(PreparedItem {
-    ///         key: SeqKey { seq: i as u64, sub: 0 },
+    ///         key: SeqKey { stream: 0, seq: i as u64, sub: 0 },
     ///         doc_id: i.to_string(),
     ///         ingest_ms: 0,
     ///         line: Json(prep.prepare("app", LogRecord::from_message(*m))),

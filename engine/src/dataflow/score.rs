@@ -2,7 +2,7 @@
 //! spread over the workers again by sequence number first: shards are uneven (a few templates
 //! hold most lines), and scoring and writing should not inherit that imbalance.
 
-use crate::dataflow::decode::spread;
+use crate::dataflow::decode::spread_key;
 use crate::wire::Output;
 use operators::analyze::Scorer;
 use timely::dataflow::channels::pact::Exchange;
@@ -24,7 +24,7 @@ pub trait Score<'scope> {
     /// let mut analyzer = LineAnalyzer::new(&cfg, None).unwrap();
     /// let mut line = analyzer.analyze_line("app", "FATAL disk sda1 failed, data lost");
     /// line.result.risk_score = 0; // as the miner leaves it
-    /// let item = Output::Line(OutputLine { key: SeqKey { seq: 0, sub: 0 }, doc_id: "x".into(), ingest_ms: 0, line: Json(line) });
+    /// let item = Output::Line(OutputLine { key: SeqKey { stream: 0, seq: 0, sub: 0 }, doc_id: "x".into(), ingest_ms: 0, line: Json(line) });
     /// let out = timely::example(move |scope| {
     ///     vec![item].to_stream(scope).container::<Vec<_>>().score(Scorer::new(&cfg)).capture()
     /// });
@@ -37,7 +37,10 @@ pub trait Score<'scope> {
 
 impl<'scope> Score<'scope> for StreamVec<'scope, u64, Output> {
     fn score(self, mut scorer: Scorer) -> StreamVec<'scope, u64, Output> {
-        let pact = Exchange::new(|o: &Output| spread(o.key().seq));
+        let pact = Exchange::new(|o: &Output| {
+            let key = o.key();
+            spread_key(key.stream, key.seq)
+        });
         self.unary(pact, "Score", move |_cap, _info| {
             move |input, output| {
                 input.for_each(|cap, data| {

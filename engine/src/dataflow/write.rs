@@ -157,7 +157,7 @@ pub trait Write<'scope> {
     ///         checkpoints: None,
     ///         metrics: Arc::new(Metrics::default()),
     ///     };
-    ///     vec![Output::Bad(SeqKey { seq: 0, sub: 0 }, Box::new(bad))].to_stream(scope).container::<Vec<_>>()
+    ///     vec![Output::Bad(SeqKey { stream: 0, seq: 0, sub: 0 }, Box::new(bad))].to_stream(scope).container::<Vec<_>>()
     ///         .write(writer, MinerGauge::default())
     ///         .capture()
     /// });

@@ -222,7 +222,8 @@ fn file_day(name: &str) -> Option<NaiveDate> {
 }
 
 /// Reads every document of `es_index` (e.g. `default_pipeline`) in `dir`, across workers and
-/// days, keeping the last document of each `_id`. For tests, `logsight store` and tools.
+/// days, keeping the last document of each `_id` (a tombstone line `{"_deleted": true}` removes
+/// it). For tests, `logsight store`, the job manager and tools.
 pub fn read_documents(
     dir: &Path,
     es_index: &str,
@@ -242,7 +243,12 @@ pub fn read_documents(
             let doc: serde_json::Value = serde_json::from_str(line)
                 .map_err(|e| SinkError::BadState(format!("{name}: {e}")))?;
             if let Some(id) = doc.get("_id").and_then(|v| v.as_str()) {
-                docs.insert(id.to_owned(), doc);
+                // A tombstone (`"_deleted": true`, written by the job manager's sink) deletes.
+                if doc.get("_deleted").and_then(|v| v.as_bool()) == Some(true) {
+                    docs.remove(id);
+                } else {
+                    docs.insert(id.to_owned(), doc);
+                }
             }
         }
     }

@@ -174,8 +174,9 @@ impl Serialize for PipelineSource<'_> {
 }
 
 /// Field names written by [`PipelineSource`] itself; an `extra` key of the same name is dropped
-/// rather than written twice.
-const RESERVED: [&str; 13] = [
+/// rather than written twice. `ingest_timestamp` is among them: a batch log may carry its own,
+/// but the document's is the pipeline's (when logsight ingested it), written once.
+const RESERVED: [&str; 14] = [
     "message",
     "timestamp",
     "level",
@@ -189,6 +190,7 @@ const RESERVED: [&str; 13] = [
     "anomaly_score",
     "risk_score",
     "added_state",
+    "ingest_timestamp",
 ];
 
 /// Whether `index` can name a store file and an Elasticsearch index: lower-case ASCII letters,
@@ -255,6 +257,25 @@ mod tests {
         let env: serde_json::Value = serde_json::from_str(&doc.envelope()).unwrap();
         assert_eq!(env["_index"], "app_pipeline");
         assert_eq!(env["_source"]["risk_score"], 80);
+    }
+
+    #[test]
+    fn a_log_carrying_its_own_ingest_timestamp_gets_the_key_once() {
+        let mut r = result();
+        r.log.extra.insert(
+            "ingest_timestamp".into(),
+            serde_json::json!("1999-01-01T00:00:00.000Z"),
+        );
+        r.log.extra.insert("host".into(), serde_json::json!("web-1"));
+        let src = PipelineSource {
+            result: &r,
+            ingest_timestamp: "2024-01-01T00:00:00.000Z",
+        };
+        let text = serde_json::to_string(&src).unwrap();
+        assert_eq!(text.matches("\"ingest_timestamp\"").count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["ingest_timestamp"], "2024-01-01T00:00:00.000Z");
+        assert_eq!(v["host"], "web-1");
     }
 
     #[test]

@@ -31,14 +31,15 @@
 //! assigned partition reported partition EOF (`enable.partition.eof`) with nothing read since;
 //! high watermarks are not used (some brokers report them wrong).
 
-use super::{Batch, LineSource, Poll, Position, Positions, SourceError};
+use super::{Batch, LineSource, Poll, Position, Positions, SourceError, StreamInfo};
 use crate::connectors::kafka_config::{Client, KafkaSettings};
 use crate::wire::RawLine;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, PartitionQueue};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long to wait for the topic's metadata at start.
@@ -155,21 +156,36 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {}
 
 /// A Kafka topic as a line source.
+///
+/// Every assigned partition has its own librdkafka queue (`split_partition_queue`), polled
+/// only while the partition is below its [`LineSource::limit`]: a partition that is ahead
+/// leaves its messages in librdkafka, which stops fetching once its queue is full, so
+/// backpressure needs neither `pause` nor an unbounded buffer here.
 pub struct KafkaSource {
-    consumer: BaseConsumer<SourceContext>,
+    consumer: Arc<BaseConsumer<SourceContext>>,
     topic: String,
     servers: String,
     partitions: Vec<i32>,
+    /// Each partition's queue, split off the consumer's at assignment.
+    queues: BTreeMap<i32, PartitionQueue<SourceContext>>,
     /// Next offset to hand out, per partition (known once read or resumed).
     next: BTreeMap<i32, i64>,
-    /// Partitions at their end with nothing read since.
-    at_eof: BTreeMap<i32, bool>,
+    /// Offset after the last message taken out of librdkafka, per partition (duplicates below
+    /// it are dropped).
+    taken: BTreeMap<i32, i64>,
+    /// Since when a partition has been at its end with nothing read since.
+    eof_since: BTreeMap<i32, Option<Instant>>,
+    /// Messages taken out of librdkafka but not handed out yet (a gap in the offsets, the
+    /// limit, or a message that arrived on the consumer's main queue), per partition.
+    held: BTreeMap<i32, VecDeque<(i64, RawLine)>>,
+    /// Offsets at or above which a partition hands out nothing yet (backpressure).
+    limits: BTreeMap<i32, u64>,
+    /// Where the next poll starts, so that no partition starves.
+    cursor: usize,
     until_eof: bool,
     assigned: bool,
     /// Offsets already committed to the group.
     committed: BTreeMap<i32, i64>,
-    /// A message read that did not fit the last batch: (partition, offset, line).
-    held: Option<(i32, i64, RawLine)>,
     max_line_bytes: usize,
     last_warning: Option<Instant>,
 }
@@ -216,16 +232,20 @@ impl KafkaSource {
             assignment.readers
         );
         Ok(KafkaSource {
-            consumer,
-            at_eof: partitions.iter().map(|p| (*p, false)).collect(),
+            consumer: Arc::new(consumer),
+            eof_since: partitions.iter().map(|p| (*p, None)).collect(),
+            held: partitions.iter().map(|p| (*p, VecDeque::new())).collect(),
             topic,
             servers,
             partitions,
+            queues: BTreeMap::new(),
             next: BTreeMap::new(),
+            taken: BTreeMap::new(),
+            limits: BTreeMap::new(),
+            cursor: 0,
             until_eof: spec.until_eof,
             assigned: false,
             committed: BTreeMap::new(),
-            held: None,
             max_line_bytes,
             last_warning: None,
         })
@@ -255,8 +275,85 @@ impl KafkaSource {
         self.consumer
             .assign(&tpl)
             .map_err(|e| self.error("assigning partitions", e))?;
+        for &p in &self.partitions {
+            let queue = self
+                .consumer
+                .split_partition_queue(&self.topic, p)
+                .ok_or_else(|| {
+                    SourceError::Spec(format!(
+                        "kafka: cannot read partition {p} of {} on {} on its own",
+                        self.topic, self.servers
+                    ))
+                })?;
+            self.queues.insert(p, queue);
+        }
         self.assigned = true;
         Ok(())
+    }
+
+    fn limit_of(&self, p: i32) -> u64 {
+        self.limits.get(&p).copied().unwrap_or(u64::MAX)
+    }
+
+    /// Takes one message or event out of a librdkafka queue result: messages go to `held`
+    /// (in offset order; duplicates dropped), partition EOF is recorded. Returns whether
+    /// something of the partition arrived (a message or its EOF).
+    fn take(
+        &mut self,
+        result: Option<Result<(i32, i64, RawLine), KafkaError>>,
+    ) -> Result<bool, SourceError> {
+        match result {
+            None => Ok(false),
+            Some(Ok((p, o, line))) => {
+                if self.taken.get(&p).is_some_and(|t| o < *t) {
+                    return Ok(true);
+                }
+                self.taken.insert(p, o + 1);
+                self.eof_since.insert(p, None);
+                self.held.entry(p).or_default().push_back((o, line));
+                Ok(true)
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                let since = self.eof_since.entry(p).or_insert(None);
+                since.get_or_insert_with(Instant::now);
+                Ok(true)
+            }
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                Err(self.error("consuming", e))
+            }
+            Some(Err(e)) => {
+                self.warn(&e);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Moves up to `max` consecutive held messages of `p` below its limit into a batch.
+    fn batch_from_held(&mut self, p: i32, max: usize) -> Option<Batch> {
+        let limit = self.limit_of(p);
+        let queue = self.held.get_mut(&p)?;
+        let mut first = None;
+        let mut lines = Vec::new();
+        while lines.len() < max {
+            let Some(&(o, _)) = queue.front() else { break };
+            let below = u64::try_from(o).is_ok_and(|o| o < limit);
+            let consecutive = first.is_none_or(|f: i64| f + lines.len() as i64 == o);
+            if !below || !consecutive {
+                break;
+            }
+            let Some((o, line)) = queue.pop_front() else {
+                break;
+            };
+            first.get_or_insert(o);
+            lines.push(line);
+        }
+        let first = first?;
+        self.next.insert(p, first + lines.len() as i64);
+        Some(Batch {
+            origin: Self::origin(&self.topic, p),
+            first_pos: u64::try_from(first).unwrap_or(0),
+            lines,
+        })
     }
 
     fn error(&self, what: &str, e: KafkaError) -> SourceError {
@@ -275,6 +372,14 @@ impl KafkaSource {
                 self.servers
             );
         }
+    }
+
+    /// Since when `p` has been caught up: at its end, with nothing held.
+    fn caught_up_since(&self, p: i32) -> Option<Instant> {
+        if self.held.get(&p).is_some_and(|q| !q.is_empty()) {
+            return None;
+        }
+        self.eof_since.get(&p).copied().flatten()
     }
 
     fn to_line(&self, payload: Option<&[u8]>) -> RawLine {
@@ -336,50 +441,55 @@ impl LineSource for KafkaSource {
         if !self.assigned {
             self.assign()?;
         }
-        let mut batch: Option<(i32, i64, Vec<RawLine>)> = None;
-        if let Some((p, o, line)) = self.held.take() {
-            batch = Some((p, o, vec![line]));
+        let max = max_lines.max(1);
+        // Serves callbacks; messages of a partition fetched before its queue was split come
+        // out here.
+        for _ in 0..max {
+            let result = self
+                .consumer
+                .poll(Duration::ZERO)
+                .map(|r| r.map(|m| (m.partition(), m.offset(), self.to_line(m.payload()))));
+            if !self.take(result)? {
+                break;
+            }
         }
-        while batch.as_ref().map_or(0, |b| b.2.len()) < max_lines.max(1) {
-            let (p, o, line) = match self.consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Ok(m)) => (m.partition(), m.offset(), self.to_line(m.payload())),
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    self.at_eof.insert(p, true);
-                    continue;
-                }
-                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                    return Err(self.error("consuming", e));
-                }
-                Some(Err(e)) => {
-                    self.warn(&e);
-                    continue;
-                }
-            };
-            self.at_eof.insert(p, false);
-            match &mut batch {
-                None => batch = Some((p, o, vec![line])),
-                Some((bp, first, lines)) if *bp == p && *first + lines.len() as i64 == o => {
-                    lines.push(line)
-                }
-                // Another partition, or a gap in the offsets: the next batch starts here.
-                Some(_) => {
-                    self.held = Some((p, o, line));
+        let n = self.partitions.len();
+        for step in 0..n {
+            let i = (self.cursor + step) % n;
+            let p = self.partitions[i];
+            let limit = self.limit_of(p);
+            // Refill from librdkafka only while the partition is below its limit (else its
+            // messages wait there) and what is held does not already fill a batch.
+            while self.held.get(&p).map_or(0, VecDeque::len) < max
+                && self
+                    .taken
+                    .get(&p)
+                    .is_none_or(|t| u64::try_from(*t).is_ok_and(|t| t < limit))
+            {
+                let Some(queue) = self.queues.get(&p) else {
+                    break;
+                };
+                let result = queue
+                    .poll(Duration::ZERO)
+                    .map(|r| r.map(|m| (m.partition(), m.offset(), self.to_line(m.payload()))));
+                let eof = matches!(result, Some(Err(KafkaError::PartitionEOF(_))));
+                if !self.take(result)? || eof {
                     break;
                 }
             }
-        }
-        match batch {
-            Some((p, first, lines)) => {
-                self.next.insert(p, first + lines.len() as i64);
-                Ok(Poll::Batch(Batch {
-                    origin: Self::origin(&self.topic, p),
-                    first_pos: u64::try_from(first).unwrap_or(0),
-                    lines,
-                }))
+            if let Some(batch) = self.batch_from_held(p, max) {
+                self.cursor = (i + 1) % n;
+                return Ok(Poll::Batch(batch));
             }
-            None if self.until_eof && self.at_eof.values().all(|e| *e) => Ok(Poll::Finished),
-            None => Ok(Poll::Pending),
+        }
+        let caught_up = self
+            .partitions
+            .iter()
+            .all(|p| self.caught_up_since(*p).is_some());
+        if self.until_eof && caught_up {
+            Ok(Poll::Finished)
+        } else {
+            Ok(Poll::Pending)
         }
     }
 
@@ -409,9 +519,30 @@ impl LineSource for KafkaSource {
                     ))
                 })?;
                 self.next.insert(p, offset);
+                self.taken.insert(p, offset);
             }
         }
         self.assign()
+    }
+
+    fn streams(&self) -> Vec<StreamInfo> {
+        self.partitions
+            .iter()
+            .filter_map(|&p| {
+                Some(StreamInfo {
+                    stream: u32::try_from(p).ok()?,
+                    origin: Self::origin(&self.topic, p),
+                    next: self.next.get(&p).and_then(|o| u64::try_from(*o).ok()),
+                    caught_up_since: self.caught_up_since(p),
+                })
+            })
+            .collect()
+    }
+
+    fn limit(&mut self, stream: u32, below: u64) {
+        if let Ok(p) = i32::try_from(stream) {
+            self.limits.insert(p, below);
+        }
     }
 
     fn acknowledge(&mut self, positions: &Positions) -> Result<(), SourceError> {

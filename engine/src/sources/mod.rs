@@ -67,6 +67,21 @@ pub enum Poll {
     Finished,
 }
 
+/// One ordered stream of a source whose lines are placed in epochs by their position (a Kafka
+/// partition): what the driver needs to place its lines and to know whether it holds an epoch
+/// open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream's number within its source (the Kafka partition).
+    pub stream: u32,
+    /// The origin its batches carry (`kafka:<topic>/<partition>`).
+    pub origin: String,
+    /// Position of the next line it will hand out, once known (read or resumed).
+    pub next: Option<u64>,
+    /// Since when it has been caught up (nothing buffered, the end reached), if it is.
+    pub caught_up_since: Option<std::time::Instant>,
+}
+
 /// A source of raw lines.
 pub trait LineSource {
     /// For logs and metrics: `file`, `stdin`, `tcp`.
@@ -82,6 +97,14 @@ pub trait LineSource {
     fn acknowledge(&mut self, _positions: &Positions) -> Result<(), SourceError> {
         Ok(())
     }
+    /// The streams of a position-placed source (Kafka partitions); empty for sources read in
+    /// arrival order (the default).
+    fn streams(&self) -> Vec<StreamInfo> {
+        Vec::new()
+    }
+    /// Backpressure for position-placed sources: hand out no line of `stream` at a position
+    /// at or above `below` until a later call raises it (the source buffers or pauses).
+    fn limit(&mut self, _stream: u32, _below: u64) {}
 }
 
 /// A source as named on the command line.
