@@ -1103,14 +1103,33 @@ fn timestamp_of(matched: &Matched) -> Option<String> {
                 &joined
             }
         };
-        if let Some(ts) = timestamp::parse(text) {
-            return Some(timestamp::to_rfc3339_millis(&ts));
+        if let Some(ts) = normalized_timestamp(text) {
+            return Some(ts);
         }
         if first_raw.is_none() {
             first_raw = Some(text.to_owned());
         }
     }
     first_raw
+}
+
+/// `timestamp::parse` + RFC 3339 rendering, remembering the last answer per thread: log lines
+/// come in time order, many per second, so consecutive lines usually repeat the same text.
+fn normalized_timestamp(text: &str) -> Option<String> {
+    thread_local! {
+        static LAST: std::cell::RefCell<(String, Option<String>)> =
+            const { std::cell::RefCell::new((String::new(), None)) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != text || last.0.is_empty() {
+            let parsed = timestamp::parse(text).map(|ts| timestamp::to_rfc3339_millis(&ts));
+            last.0.clear();
+            last.0.push_str(text);
+            last.1 = parsed;
+        }
+        last.1.clone()
+    })
 }
 
 #[cfg(test)]
