@@ -455,7 +455,7 @@ impl<'a> Driver<'a> {
             .as_ref()
             .map(|c| c.positions.clone())
             .unwrap_or_default();
-    
+        let start_epoch = commit.as_ref().map_or(0, |c| c.epoch + 1);
         let (kafka, others): (Vec<SourceSpec>, Vec<SourceSpec>) = shared
             .sources
             .iter()

@@ -1047,7 +1047,7 @@ fn record_from(matched: &Matched) -> LogRecord {
         if let Some(value) = matched.value(slot).filter(|_| stored) {
             record
                 .extra
-                .insert(name.to_string(), Value::String(value.to_owned()));
+                .insert(String::from(&**name), Value::String(value.to_owned()));
         }
     }
     record

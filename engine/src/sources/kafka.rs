@@ -34,7 +34,8 @@
 use super::{Batch, LineSource, Poll, Position, Positions, SourceError, StreamInfo};
 use crate::connectors::kafka_config::{Client, KafkaSettings};
 use crate::wire::RawLine;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, PartitionQueue};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
