@@ -7,13 +7,17 @@
 //! 2. When epoch `e` is complete at a worker's write operator, the worker flushes and fsyncs its
 //!    store files, then writes `w<NNN>/e<epoch>.json` with their lengths. Only then does it let
 //!    its output frontier pass `e`.
-//! 3. Worker 0 sees (through the probe) that every worker has passed `e` and writes
-//!    `commit.json`: epoch `e` plus the source positions at the end of `e`.
+//! 3. Every worker reports to worker 0, through the dataflow, its source positions at the end
+//!    of each epoch it read lines into (worker 0: files, stdin, TCP, ZeroMQ; every worker: its
+//!    Kafka partitions). Worker 0 sees (through the probe, which covers the reports) that every
+//!    worker has passed `e` and writes `commit.json`: epoch `e` plus every worker's positions at
+//!    the end of `e` (their origins are disjoint, so one map). Kafka offsets go to the group
+//!    only after that point (each worker for its partitions).
 //! 4. On restart every worker loads its newest store state and newest miner snapshot at or below
 //!    the committed epoch (each is written for every epoch in which it changed, so both are
 //!    exactly the state at the commit), cuts its store files back to the recorded lengths,
 //!    restores its miner, and the sources resume after the committed positions with the same
-//!    epoch and sequence numbers.
+//!    epoch and sequence numbers (Kafka's are derived from offsets; see `pipeline.rs`).
 //!
 //! Every file is written atomically (temporary file, fsync, rename, fsync of the directory).
 
@@ -60,11 +64,13 @@ pub struct Commit {
     pub version: u32,
     /// The last epoch durable on every worker.
     pub epoch: u64,
-    /// Sequence number of the first line after `epoch`.
+    /// Sequence number of the first arrival-order line after `epoch` (files, stdin, TCP,
+    /// ZeroMQ; Kafka lines are numbered by their offsets).
     pub next_seq: u64,
     /// Total number of workers of the run that wrote it.
     pub workers: usize,
-    /// Source positions at the end of `epoch`.
+    /// Source positions at the end of `epoch`, of every worker's sources (each origin is read
+    /// by one worker).
     pub positions: Positions,
 }
 

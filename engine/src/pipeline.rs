@@ -311,8 +311,7 @@ fn run_worker_inner(
                     .push(r.clone());
             })
             .probe_with(&probe);
-        let ((announce_handle, announce_cap), announce_stream) =
-            scope.new_unordered_input::<u64>();
+        let ((announce_handle, announce_cap), announce_stream) = scope.new_unordered_input::<u64>();
         let seen = Rc::clone(&announced);
         announce_stream.broadcast().inspect(move |e: &u64| {
             if seen.get().is_none_or(|s| s < *e) {
@@ -662,7 +661,9 @@ impl<'a> Driver<'a> {
             }
             match a.sources[i].poll(max)? {
                 Poll::Batch(b) => {
-                    self.shared.metrics.lines_in(a.sources[i].kind(), b.lines.len() as u64);
+                    self.shared
+                        .metrics
+                        .lines_in(a.sources[i].kind(), b.lines.len() as u64);
                     a.cursor = i;
                     batch = Some(b);
                     break;
@@ -706,8 +707,7 @@ impl<'a> Driver<'a> {
         };
         let full = a.lines_in_epoch >= run.epoch_lines;
         let stale = idle
-            && a
-                .epoch_started
+            && a.epoch_started
                 .is_some_and(|t| t.elapsed() >= Duration::from_millis(run.epoch_ms));
         if a.lines_in_epoch > 0 && (full || stale || a.all_finished()) {
             a.epoch += 1;
@@ -814,7 +814,10 @@ impl<'a> Driver<'a> {
         }
         for placed in self.placed.iter().filter(|p| !p.finished) {
             for info in placed.source.streams() {
-                if info.caught_up_since.is_some_and(|t| t.elapsed() >= idle_after) {
+                if info
+                    .caught_up_since
+                    .is_some_and(|t| t.elapsed() >= idle_after)
+                {
                     continue;
                 }
                 let last = placed
@@ -839,7 +842,10 @@ impl<'a> Driver<'a> {
         } else {
             match self.hold() {
                 Some(h) => h,
-                None => self.announced.get().map_or(self.time, |e| e.saturating_add(1)),
+                None => self
+                    .announced
+                    .get()
+                    .map_or(self.time, |e| e.saturating_add(1)),
             }
         };
         if target <= self.time && !done {

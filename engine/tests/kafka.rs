@@ -1,7 +1,8 @@
 //! Kafka against a real broker (tansu, started by scripts/services.sh): a topic of 4 partitions
-//! read by a 2-process cluster into the local store, one process killed with SIGKILL mid-stream
-//! and the cluster restarted: every line stored exactly once, under its deterministic id, and
-//! the group's offsets committed; results published to the results topic.
+//! read by a 2-process cluster (each process reading its own partitions) into the local store,
+//! one process killed with SIGKILL mid-stream and the cluster restarted: every line stored
+//! exactly once, under its deterministic id, with the same template ids as one process reading
+//! the whole topic, and the group's offsets committed; results published to the results topic.
 
 mod common;
 #[path = "support/services.rs"]
@@ -82,8 +83,16 @@ fn committed_epoch(dir: &Path) -> Option<u64> {
     v["epoch"].as_u64()
 }
 
-/// Process `p` of a 2-process cluster reading `source`.
-fn cluster_process(p: usize, hostfile: &Path, dir: &Path, source: &str, stderr: Stdio) -> Child {
+/// Process `p` of a 2-process cluster reading `source`; `summary`: where to write the summary
+/// JSON (process 0 only).
+fn cluster_process(
+    p: usize,
+    hostfile: &Path,
+    dir: &Path,
+    source: &str,
+    stderr: Stdio,
+    summary: Option<&Path>,
+) -> Child {
     let mut cmd: Command = logsight(&[
         "run",
         source,
@@ -102,6 +111,9 @@ fn cluster_process(p: usize, hostfile: &Path, dir: &Path, source: &str, stderr: 
         "--progress-secs",
         "0",
     ]);
+    if let Some(path) = summary {
+        cmd.arg("--summary-json").arg(path);
+    }
     cmd.env("KAFKA_BOOTSTRAP_SERVERS", services::kafka())
         .stderr(stderr);
     cmd.spawn().expect("logsight starts")
@@ -171,8 +183,8 @@ fn two_processes_read_four_partitions_exactly_once_through_a_kill_9() {
 
     // First run: killed with SIGKILL once a few epochs are checkpointed (the survivor's
     // complaints about its lost peer are expected, so not shown).
-    let mut p0 = cluster_process(0, &hostfile, &dir, &source, Stdio::null());
-    let mut p1 = cluster_process(1, &hostfile, &dir, &source, Stdio::null());
+    let mut p0 = cluster_process(0, &hostfile, &dir, &source, Stdio::null(), None);
+    let mut p1 = cluster_process(1, &hostfile, &dir, &source, Stdio::null(), None);
     let deadline = Instant::now() + Duration::from_secs(60);
     while committed_epoch(&dir).is_none_or(|e| e < 2) {
         assert!(Instant::now() < deadline, "no checkpoint within 60 s");
@@ -198,8 +210,16 @@ fn two_processes_read_four_partitions_exactly_once_through_a_kill_9() {
     );
 
     // Restart the cluster: it resumes from the checkpoint and ends at the partitions' ends.
-    let mut p0 = cluster_process(0, &hostfile, &dir, &source, Stdio::piped());
-    let mut p1 = cluster_process(1, &hostfile, &dir, &source, Stdio::piped());
+    let summary_path = tmp.path().join("summary.json");
+    let mut p0 = cluster_process(
+        0,
+        &hostfile,
+        &dir,
+        &source,
+        Stdio::piped(),
+        Some(&summary_path),
+    );
+    let mut p1 = cluster_process(1, &hostfile, &dir, &source, Stdio::piped(), None);
     wait_ok(
         &mut p0,
         "process 0 after the restart",
@@ -227,6 +247,55 @@ fn two_processes_read_four_partitions_exactly_once_through_a_kill_9() {
     assert_eq!(
         messages, sent,
         "stored messages differ from the produced lines"
+    );
+    // Both processes read their own partitions (worker w reads p % 2 == w): the restarted
+    // cluster read the rest of the topic, some of it in each process.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).expect("summary written"))
+            .expect("summary JSON");
+    let by_worker: Vec<u64> = summary["lines_in_by_worker"]
+        .as_array()
+        .expect("lines in by worker")
+        .iter()
+        .map(|v| v.as_u64().expect("a count"))
+        .collect();
+    assert_eq!(by_worker.len(), 2, "{summary}");
+    assert!(
+        by_worker.iter().all(|n| *n > 0),
+        "a process read nothing: {by_worker:?}"
+    );
+    // The restart reads what was not committed: at least what the kill left unwritten.
+    let reread = by_worker.iter().sum::<u64>() as usize;
+    assert!(
+        (n - partial..n).contains(&reread),
+        "the restart read {reread} lines ({partial} of {n} were stored at the kill)"
+    );
+    // Epochs and mining order come from partitions and offsets only: one process reading all
+    // four partitions gives the same documents, template ids included.
+    let single = tmp.path().join("single");
+    let out = logsight(&[
+        "run",
+        &format!("kafka:{topic}?eof&group={group}-single"),
+        "--data-dir",
+        &single.display().to_string(),
+        "--epoch-lines",
+        "250",
+        "--progress-secs",
+        "0",
+    ])
+    .env("KAFKA_BOOTSTRAP_SERVERS", services::kafka())
+    .output()
+    .expect("logsight runs");
+    assert!(
+        out.status.success(),
+        "single-process run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = documents(&single, "default_pipeline");
+    assert_eq!(template_ids(&docs), template_ids(&reference));
+    assert!(
+        docs == reference,
+        "2 processes with a kill -9 and 1 process stored different documents"
     );
     // Both processes wrote documents (the lines are spread over the workers).
     for w in ["w000", "w001"] {

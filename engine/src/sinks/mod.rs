@@ -266,7 +266,9 @@ mod tests {
             "ingest_timestamp".into(),
             serde_json::json!("1999-01-01T00:00:00.000Z"),
         );
-        r.log.extra.insert("host".into(), serde_json::json!("web-1"));
+        r.log
+            .extra
+            .insert("host".into(), serde_json::json!("web-1"));
         let src = PipelineSource {
             result: &r,
             ingest_timestamp: "2024-01-01T00:00:00.000Z",

@@ -5,14 +5,17 @@
 //! # Partitions and workers
 //!
 //! The source is manually *assigned* partitions (no group subscription, so no rebalances and
-//! no group-join delay): a reader that is worker `w` of `n` reading workers takes every
-//! partition `p` with `p % n == w` ([`partitions_for`]). The engine today drives all sources
-//! from timely worker 0 (`pipeline.rs`), so one consumer in process 0 reads every partition
-//! and the decode stage spreads the lines over all workers of all processes. When the driver
-//! reads per worker, each worker opens its own source with its index; more workers than
-//! partitions leave the extra workers without partitions (idle, and `?eof` ends them at
-//! once). The partition count is read once at start: partitions added later are read only
-//! after a restart.
+//! no group-join delay): timely worker `w` of `W = processes × workers` (global index,
+//! process-major: process `p`'s thread `t` is `p × workers + t`) reads every partition `p`
+//! with `p % W == w` ([`partitions_for`]), each with its own consumer. Workers beyond the
+//! partition count read nothing (idle: they hold no epoch open, and still mine, score and
+//! write their share of the lines read elsewhere). The partition count is read once at start:
+//! partitions added later are read only after a restart (and the mapping `p % W` then also
+//! covers them).
+//!
+//! Each partition has its own librdkafka queue: the pipeline limits how far ahead of the
+//! durable epochs a partition may be read ([`LineSource::limit`]); a partition that is ahead is
+//! simply not polled, and librdkafka stops fetching it when its queue is full.
 //!
 //! # Positions, ids and offsets
 //!
