@@ -10,7 +10,7 @@
 //! regex: fields also match line breaks, so a multi-line record keeps its whole message.
 
 use crate::level::Level;
-use crate::model::LogRecord;
+use crate::model::{LogRecord, RESULT_FIELDS};
 use crate::timestamp;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -23,24 +23,10 @@ pub const CONTENT: &str = "Content";
 /// The named formats of `configs/formats.toml`, built in so a name is enough in a config.
 const BUILTIN_FORMATS_TOML: &str = include_str!("../../configs/formats.toml");
 
-/// Record keys a header field must not shadow in `extra`: they would serialize twice.
-const RESERVED_KEYS: [&str; 15] = [
-    "message",
-    "timestamp",
-    "level",
-    "id",
-    "metadata",
-    "tags",
-    "template",
-    "template_id",
-    "params",
-    "prediction",
-    "anomaly_score",
-    "risk_score",
-    "added_state",
-    "ingest_timestamp",
-    "format_mismatch",
-];
+/// Whether a header field would shadow a record key in `extra` (and so serialize twice).
+fn is_reserved(name: &str) -> bool {
+    RESULT_FIELDS.contains(&name) || name == "format_mismatch"
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FormatError {
@@ -269,7 +255,7 @@ impl Roles {
             month: find("month"),
             stored: names
                 .iter()
-                .map(|n| &**n != CONTENT && !RESERVED_KEYS.contains(&&**n))
+                .map(|n| &**n != CONTENT && !is_reserved(n))
                 .collect(),
         }
     }

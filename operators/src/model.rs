@@ -64,6 +64,25 @@ impl LogRecord {
     }
 }
 
+/// The top-level keys of a serialized [`ResultRecord`] (the log's own fields and the ones the
+/// analytics add). An `extra` field of the same name would serialize twice, so writers drop it.
+pub const RESULT_FIELDS: [&str; 14] = [
+    "message",
+    "timestamp",
+    "level",
+    "id",
+    "metadata",
+    "tags",
+    "template",
+    "template_id",
+    "params",
+    "prediction",
+    "anomaly_score",
+    "risk_score",
+    "added_state",
+    "ingest_timestamp",
+];
+
 /// A pipeline result: the log plus everything the analytics added. One per input line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultRecord {

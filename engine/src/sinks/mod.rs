@@ -13,7 +13,7 @@ pub mod local_store;
 pub mod stdout;
 
 use operators::miner::Fnv64;
-use operators::model::ResultRecord;
+use operators::model::{ResultRecord, RESULT_FIELDS};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -153,7 +153,7 @@ impl Serialize for PipelineSource<'_> {
         map.serialize_entry("metadata", &log.metadata)?;
         map.serialize_entry("tags", &log.tags)?;
         for (k, v) in &log.extra {
-            if !RESERVED.contains(&k.as_str()) {
+            if !RESULT_FIELDS.contains(&k.as_str()) {
                 map.serialize_entry(k, v)?;
             }
         }
@@ -172,26 +172,6 @@ impl Serialize for PipelineSource<'_> {
         map.end()
     }
 }
-
-/// Field names written by [`PipelineSource`] itself; an `extra` key of the same name is dropped
-/// rather than written twice. `ingest_timestamp` is among them: a batch log may carry its own,
-/// but the document's is the pipeline's (when logsight ingested it), written once.
-const RESERVED: [&str; 14] = [
-    "message",
-    "timestamp",
-    "level",
-    "id",
-    "metadata",
-    "tags",
-    "template",
-    "template_id",
-    "params",
-    "prediction",
-    "anomaly_score",
-    "risk_score",
-    "added_state",
-    "ingest_timestamp",
-];
 
 /// Whether `index` can name a store file and an Elasticsearch index: lower-case ASCII letters,
 /// digits, `_`, `-`, `.`, not starting with `_`, `-` or `.`, at most 200 bytes.
