@@ -170,17 +170,14 @@ fn in_process_jobs(
     config: &crate::config::EngineConfig,
     processes: usize,
 ) -> anyhow::Result<Option<crate::jobs::DrainReport>> {
-    if !config.jobs.incident_jobs
-        || processes > 1
-        || !config.run.sinks.contains(&SinkKind::Local)
-    {
+    if !config.jobs.incident_jobs || processes > 1 || !config.run.sinks.contains(&SinkKind::Local) {
         return Ok(None);
     }
     let jobs = logsight_jobs::JobConfig::from_env().context("job settings")?;
     let report = crate::jobs::run_local_once(&config.run.data_dir, jobs)
         .context("incident jobs over the local store")?;
     eprintln!(
-        "  incidents: {} incidents, {} log aggregates in {} ({} records, INCIDENT_JOBS=false skips this)",
+        "  incidents: {} incidents, {} log aggregates in {} (job manager over {} new results; INCIDENT_JOBS=false turns it off)",
         report.incidents.unwrap_or(0),
         report.log_aggs.unwrap_or(0),
         config.run.data_dir.display(),
