@@ -63,8 +63,20 @@ Examples:
     Jobs(cli::jobs::JobsArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the process with one line, `error: <what>: <why>...`, and exit code 1: the
+/// context chain says what failed without a backtrace or debug dump.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),

@@ -122,14 +122,19 @@ fn errors_are_one_clear_line_and_a_failure_code() {
     for (args, needle) in cases {
         let out = logsight()
             .args(args)
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
+            .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .output()
             .expect("runs");
         assert!(!out.status.success(), "{args:?} should fail");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "one line, no backtrace: {err}"
+        );
+        assert!(err.starts_with("error: "), "{err}");
     }
 }
 

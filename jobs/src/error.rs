@@ -37,4 +37,8 @@ pub enum JobError {
         line: usize,
         reason: String,
     },
+    /// A source kept returning records without moving its position: draining it would never
+    /// end.
+    #[error("source {source_name} returned records without advancing its position")]
+    Stalled { source_name: String },
 }

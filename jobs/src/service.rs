@@ -133,13 +133,20 @@ impl<S: RecordSource, K: DocumentSink> JobService<S, K> {
         })
     }
 
-    /// Rounds until a round finds nothing new: catches up with what the source has now.
+    /// Rounds until a round finds nothing new: catches up with what the source has now. A
+    /// source that returns records without advancing is an error rather than an endless loop.
     pub fn drain(&mut self) -> Result<RoundReport, JobError> {
         let mut total = RoundReport::default();
         loop {
+            let before = self.source.positions();
             let round = self.round()?;
             if round.records == 0 {
                 return Ok(total);
+            }
+            if self.source.positions() == before {
+                return Err(JobError::Stalled {
+                    source_name: self.source.name().to_owned(),
+                });
             }
             total.records += round.records;
             total.duplicates += round.duplicates;
@@ -354,6 +361,31 @@ mod tests {
         service.drain().unwrap();
         let expected = recompute_batch(&records, &JobConfig::default());
         assert_eq!(service.sink().docs, expected);
+    }
+
+    #[test]
+    fn draining_a_source_that_never_advances_is_an_error() {
+        /// Returns the same record forever at the same position.
+        struct Stuck;
+        impl RecordSource for Stuck {
+            fn name(&self) -> &str {
+                "stuck"
+            }
+            fn poll(&mut self, _max: usize) -> Result<Vec<JobRecord>, JobError> {
+                Ok(vec![record(1)])
+            }
+            fn positions(&self) -> Positions {
+                Positions::new()
+            }
+            fn resume(&mut self, _positions: &Positions) -> Result<(), JobError> {
+                Ok(())
+            }
+        }
+        let mut service = JobService::start(config(None), Stuck, MemorySink::default()).unwrap();
+        assert!(matches!(
+            service.drain(),
+            Err(JobError::Stalled { source_name }) if source_name == "stuck"
+        ));
     }
 
     #[test]
