@@ -146,12 +146,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let summary = run_pipeline(opts, metrics)?;
     if let Some(summary) = summary {
         eprint!("{}", summary.render());
-        let incidents = in_process_jobs(&jobs_config, args.processes)?;
+        // The pipeline's own peak, before the in-process job manager adds its state.
+        let pipeline_rss_kb = peak_rss_kb();
+        let incidents = in_process_jobs(&jobs_config, args.processes, summary.documents)?;
         if let Some(path) = &args.summary_json {
             let mut value = serde_json::to_value(&summary)?;
             value["riskiest_windows"] = serde_json::to_value(summary.riskiest_windows(5))?;
             value["lines_per_sec"] = serde_json::json!(summary.lines_per_sec());
-            value["peak_rss_kb"] = serde_json::json!(peak_rss_kb());
+            value["peak_rss_kb"] = serde_json::json!(pipeline_rss_kb);
+            value["peak_rss_kb_with_jobs"] = serde_json::json!(peak_rss_kb());
             if let Some(report) = &incidents {
                 value["incidents"] = serde_json::json!(report.incidents);
                 value["log_aggregates"] = serde_json::json!(report.log_aggs);
@@ -163,14 +166,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most new results the in-process job manager takes on at the end of a run: its state grows
+/// with the records it holds (about 1 KB each), so bigger runs leave incidents to a separate
+/// `logsight jobs` process, which resumes from its own checkpoint.
+const IN_PROCESS_MAX_RESULTS: u64 = 1_000_000;
+
 /// The job manager over the documents just written to the local store (`--once` semantics),
 /// when `INCIDENT_JOBS` is on, the local store is a sink and the run is a single process:
 /// `<index>_incidents` and `<index>_log_agg` appear in the data directory. Prints one line.
 fn in_process_jobs(
     config: &crate::config::EngineConfig,
     processes: usize,
+    new_results: u64,
 ) -> anyhow::Result<Option<crate::jobs::DrainReport>> {
     if !config.jobs.incident_jobs || processes > 1 || !config.run.sinks.contains(&SinkKind::Local) {
+        return Ok(None);
+    }
+    if new_results > IN_PROCESS_MAX_RESULTS {
+        eprintln!(
+            "  incidents: skipped in-process for {new_results} results (over {IN_PROCESS_MAX_RESULTS}); run `logsight jobs --once --data-dir {}`",
+            config.run.data_dir.display()
+        );
         return Ok(None);
     }
     let jobs = logsight_jobs::JobConfig::from_env().context("job settings")?;
