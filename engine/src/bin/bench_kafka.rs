@@ -198,7 +198,9 @@ fn spawn(
     cluster: Option<(usize, &Path)>,
 ) -> anyhow::Result<Child> {
     let mut cmd = Command::new(logsight_bin()?);
-    cmd.args(["run", &format!("kafka:{topic}?eof"), "--data-dir"])
+    // The pipeline alone is measured: the in-process job manager would run after it.
+    cmd.env("INCIDENT_JOBS", "false")
+        .args(["run", &format!("kafka:{topic}?eof"), "--data-dir"])
         .arg(dir)
         .args(["--progress-secs", "0", "-w", &a.workers.to_string()])
         .env("KAFKA_BOOTSTRAP_SERVERS", &a.brokers)
@@ -289,6 +291,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tmp.path().join("file");
     let started = Instant::now();
     let out = Command::new(logsight_bin()?)
+        .env("INCIDENT_JOBS", "false")
         .arg("run")
         .arg(&file)
         .arg("--data-dir")

@@ -80,6 +80,8 @@ fn run(input: &Path, dir: &Path, workers: usize, epoch_lines: u64) -> Result<Val
     let logsight = exe.with_file_name("logsight");
     let summary = dir.with_extension("json");
     let status = Command::new(&logsight)
+        // The pipeline alone is measured: the in-process job manager would run after it.
+        .env("INCIDENT_JOBS", "false")
         .arg("run")
         .arg(input)
         .arg("--data-dir")
