@@ -18,8 +18,9 @@
 //! `PARALLEL_JOBS` bounds how many indices contribute records to one poll; the next poll
 //! continues with the following indices, so every index is served in turn.
 
+use super::es_sink::es_error;
 use super::{io_error, record_from_document, Skipped};
-use crate::sinks::elasticsearch::{ElasticsearchConfig, EsClient, EsError};
+use crate::sinks::elasticsearch::{ElasticsearchConfig, EsClient};
 use elasticsearch::http::Method;
 use logsight_jobs::service::Positions;
 use logsight_jobs::{JobError, JobRecord, RecordSource};
@@ -86,10 +87,6 @@ pub struct EsPollSource {
     skipped: Skipped,
 }
 
-fn es_error(e: EsError) -> JobError {
-    io_error("elasticsearch", e)
-}
-
 /// Epoch milliseconds of an `ingest_timestamp` (truncated, as a `date` field stores it).
 fn ingest_ms(source: &Value) -> Option<i64> {
     let text = source.get("ingest_timestamp")?.as_str()?;
@@ -116,23 +113,10 @@ impl EsPollSource {
     }
 
     fn pipeline_indices(&mut self) -> Result<Vec<String>, JobError> {
-        let (_, body) = self
-            .client
-            .request(Method::Get, "/_cat/indices?format=json", None, &[])
-            .map_err(es_error)?;
-        let mut names: Vec<String> = body
-            .as_array()
-            .map(|rows| {
-                rows.iter()
-                    .filter_map(|r| r.get("index").and_then(Value::as_str))
-                    .filter(|n| super::pipeline_prefix(n).is_some() && !n.starts_with('.'))
-                    .filter(|n| super::index_selected(&self.config.only, n))
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        Ok(names)
+        let only = &self.config.only;
+        super::es_sink::list_indices(&mut self.client, |n| {
+            super::pipeline_prefix(n).is_some() && super::index_selected(only, n)
+        })
     }
 
     /// Up to `max` new records of `index`.

@@ -28,7 +28,8 @@ pub struct EsDocumentSink {
     only: Vec<String>,
 }
 
-fn es_error(e: EsError) -> JobError {
+/// An Elasticsearch failure as a job error.
+pub(super) fn es_error(e: EsError) -> JobError {
     io_error("elasticsearch", e)
 }
 
@@ -51,23 +52,9 @@ impl EsDocumentSink {
 
     /// The Elasticsearch indices whose name ends in one of `suffixes`.
     pub fn indices_with(&mut self, suffixes: &[&str]) -> Result<Vec<String>, JobError> {
-        let (_, body) = self
-            .client
-            .request(Method::Get, "/_cat/indices?format=json", None, &[])
-            .map_err(es_error)?;
-        let mut names: Vec<String> = body
-            .as_array()
-            .map(|rows| {
-                rows.iter()
-                    .filter_map(|r| r.get("index").and_then(Value::as_str))
-                    .filter(|n| !n.starts_with('.'))
-                    .filter(|n| suffixes.iter().any(|s| n.ends_with(s) && n.len() > s.len()))
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        Ok(names)
+        list_indices(&mut self.client, |n| {
+            suffixes.iter().any(|s| n.ends_with(s) && n.len() > s.len())
+        })
     }
 
     /// Deletes the documents of `index` whose `timestamp` is before `before` (a date or
@@ -166,4 +153,25 @@ impl DocumentSink for EsDocumentSink {
             .ok_or_else(|| io_error("elasticsearch prune", "horizon out of range"))?;
         self.prune_before(&before)
     }
+}
+/// The names of the cluster's indices (hidden `.` ones left out) that `keep` accepts, sorted.
+pub fn list_indices(
+    client: &mut EsClient,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, JobError> {
+    let (_, body) = client
+        .request(Method::Get, "/_cat/indices?format=json", None, &[])
+        .map_err(es_error)?;
+    let mut names: Vec<String> = body
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| r.get("index").and_then(Value::as_str))
+                .filter(|n| !n.starts_with('.') && keep(n))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
 }

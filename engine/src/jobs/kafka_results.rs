@@ -13,7 +13,7 @@
 
 use super::{io_error, record_from_document, Skipped};
 use crate::connectors::kafka_config::{Client, KafkaSettings};
-use crate::sources::kafka::{valid_topic, SourceContext};
+use crate::sources::kafka::{assignment, valid_topic, SourceContext};
 use logsight_jobs::service::Positions;
 use logsight_jobs::{JobError, JobRecord, RecordSource};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -123,15 +123,8 @@ impl KafkaResultsSource {
     }
 
     fn assign(&mut self) -> Result<(), JobError> {
-        let mut tpl = TopicPartitionList::with_capacity(self.partitions.len());
-        for &p in &self.partitions {
-            let offset = match self.next.get(&p) {
-                Some(&o) => Offset::Offset(o),
-                None => Offset::Stored,
-            };
-            tpl.add_partition_offset(&self.topic, p, offset)
-                .map_err(|e| self.error("assigning partitions", e))?;
-        }
+        let tpl = assignment(&self.topic, &self.partitions, &self.next)
+            .map_err(|e| self.error("assigning partitions", e))?;
         self.consumer
             .assign(&tpl)
             .map_err(|e| self.error("assigning partitions", e))?;

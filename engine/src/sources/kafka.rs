@@ -266,16 +266,8 @@ impl KafkaSource {
     }
 
     fn assign(&mut self) -> Result<(), SourceError> {
-        let mut tpl = TopicPartitionList::with_capacity(self.partitions.len());
-        for &p in &self.partitions {
-            let offset = match self.next.get(&p) {
-                Some(&o) => Offset::Offset(o),
-                // The group's committed offset, else `auto.offset.reset`.
-                None => Offset::Stored,
-            };
-            tpl.add_partition_offset(&self.topic, p, offset)
-                .map_err(|e| self.error("assigning partitions", e))?;
-        }
+        let tpl = assignment(&self.topic, &self.partitions, &self.next)
+            .map_err(|e| self.error("assigning partitions", e))?;
         self.consumer
             .assign(&tpl)
             .map_err(|e| self.error("assigning partitions", e))?;
@@ -584,6 +576,21 @@ impl LineSource for KafkaSource {
         }
         Ok(())
     }
+}
+
+/// The assignment of `partitions` of `topic`, each at its next offset in `next` when known,
+/// else at the group's committed offset (then `auto.offset.reset`).
+pub fn assignment(
+    topic: &str,
+    partitions: &[i32],
+    next: &BTreeMap<i32, i64>,
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+    for &p in partitions {
+        let offset = next.get(&p).map_or(Offset::Stored, |&o| Offset::Offset(o));
+        tpl.add_partition_offset(topic, p, offset)?;
+    }
+    Ok(tpl)
 }
 
 #[cfg(test)]
