@@ -265,3 +265,21 @@ fn config_precedence_is_file_then_env_then_flag() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+#[test]
+fn run_pipeline_false_runs_no_pipeline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.log");
+    std::fs::write(&input, "hello 1\nhello 2\n").expect("write");
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logsight"))
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .arg(&input)
+        .env("RUN_PIPELINE", "false")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RUN_PIPELINE=false"));
+    assert!(!data.exists(), "no store written");
+}

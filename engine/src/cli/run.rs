@@ -129,6 +129,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         anyhow::bail!("no sources: give files, directories, globs, '-' for stdin, tcp://HOST:PORT, kafka: or zmq:");
     }
     let config = args.config(&process_env())?;
+    if !config.jobs.run_pipeline {
+        // The original's role switch: a process with RUN_PIPELINE=false runs no pipeline. Its
+        // job roles are `logsight jobs` (INCIDENT_JOBS, DELETE_ES_JOB).
+        eprintln!(
+            "logsight run: RUN_PIPELINE=false, so this process runs no pipeline; \
+             the job roles run with `logsight jobs`"
+        );
+        return Ok(());
+    }
     let metrics = Arc::new(Metrics::default());
     if !config.run.metrics_addr.is_empty() {
         let addr = offset_port(&config.run.metrics_addr, args.process)?;
