@@ -23,8 +23,8 @@ pub enum JobError {
         value: String,
         reason: &'static str,
     },
-    /// Reading or writing a checkpoint failed.
-    #[error("checkpoint {path}: {source}")]
+    /// Reading or writing a file (checkpoint, local store) failed.
+    #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
@@ -41,4 +41,7 @@ pub enum JobError {
     /// end.
     #[error("source {source_name} returned records without advancing its position")]
     Stalled { source_name: String },
+    /// A record source or document sink (Kafka, Elasticsearch, local store) failed.
+    #[error("{what}: {message}")]
+    Connector { what: String, message: String },
 }

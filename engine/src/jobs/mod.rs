@@ -27,12 +27,11 @@ use std::time::Duration;
 /// The `_pipeline` suffix of the Elasticsearch indices holding pipeline results.
 pub const PIPELINE_SUFFIX: &str = "_pipeline";
 
-/// An I/O failure of a source or sink as the job service reports it. (`JobError` has no
-/// variant for source/sink failures; `Io` with a descriptive "path" is the closest.)
+/// A failure of a source or sink (what failed, and why) as the job service reports it.
 pub fn io_error(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> JobError {
-    JobError::Io {
-        path: PathBuf::from(what.to_string()),
-        source: std::io::Error::other(cause.to_string()),
+    JobError::Connector {
+        what: what.to_string(),
+        message: cause.to_string(),
     }
 }
 
