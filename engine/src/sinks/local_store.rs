@@ -39,6 +39,17 @@ pub struct LocalStore {
     day: String,
     /// (index, kind) of the last document → its file name and quoted `_index`.
     names: HashMap<(String, super::DocKind), (String, String)>,
+    /// The file of the last document written, with bytes written to it not yet in `lengths`.
+    last: Option<Target>,
+}
+
+/// Where documents of one index and kind go.
+struct Target {
+    index: String,
+    kind: super::DocKind,
+    name: String,
+    quoted: String,
+    written: u64,
 }
 
 impl LocalStore {
@@ -52,6 +63,7 @@ impl LocalStore {
             lengths: SinkState::new(),
             day: today(),
             names: HashMap::new(),
+            last: None,
         })
     }
 
@@ -101,11 +113,71 @@ impl LocalStore {
         Ok(names)
     }
 
+    /// The file for `doc`'s index and kind (opened on first use).
+    fn target(&mut self, doc: &DocRef<'_>) -> Result<Target, SinkError> {
+        let key = (doc.index.to_owned(), doc.kind);
+        if !self.names.contains_key(&key) {
+            let es_index = doc.kind.es_index(doc.index);
+            let quoted = serde_json::Value::String(es_index.clone()).to_string();
+            self.names
+                .insert(key.clone(), (self.file_name(&es_index), quoted));
+        }
+        let Some((name, quoted)) = self.names.get(&key).cloned() else {
+            return Err(SinkError::BadState("no file name".into()));
+        };
+        self.writer(&name)?;
+        Ok(Target {
+            index: key.0,
+            kind: doc.kind,
+            name,
+            quoted,
+            written: 0,
+        })
+    }
+
+    /// Adds what was written through `target` to the file lengths of the checkpoint state.
+    fn settle(&mut self, target: Option<Target>) {
+        if let Some(t) = target {
+            *self.lengths.entry(t.name).or_insert(0) += t.written;
+        }
+    }
+
+    /// Appends one `{"_index":…,"_id":"…","_source":…}` line (the bytes of
+    /// `DocRef::envelope`, written in pieces); returns its length.
+    fn write_line(
+        &mut self,
+        name: &str,
+        quoted_index: &str,
+        id: &str,
+        source: &str,
+    ) -> Result<u64, SinkError> {
+        let w = self.writer(name)?;
+        let parts: [&[u8]; 9] = [
+            b"{\"_index\":",
+            quoted_index.as_bytes(),
+            b",\"_id\":\"",
+            id.as_bytes(),
+            b"\"",
+            b",\"_source\":",
+            source.as_bytes(),
+            b"}",
+            b"\n",
+        ];
+        let mut len = 0;
+        for part in parts {
+            w.write_all(part).map_err(|e| SinkError::io(name, e))?;
+            len += part.len() as u64;
+        }
+        Ok(len)
+    }
+
     /// Deletes this worker's day files older than the retention.
     pub fn enforce_retention(&mut self) -> Result<usize, SinkError> {
         if self.config.retention_days == 0 {
             return Ok(0);
         }
+        let last = self.last.take();
+        self.settle(last);
         let cutoff =
             Utc::now().date_naive() - chrono::Days::new(u64::from(self.config.retention_days));
         let mut removed = 0;
@@ -128,38 +200,34 @@ impl Sink for LocalStore {
     }
 
     fn write(&mut self, doc: &DocRef<'_>) -> Result<(), SinkError> {
-        let key = (doc.index.to_owned(), doc.kind);
-        if !self.names.contains_key(&key) {
-            let es_index = doc.kind.es_index(doc.index);
-            let quoted = serde_json::Value::String(es_index.clone()).to_string();
-            self.names
-                .insert(key.clone(), (self.file_name(&es_index), quoted));
-        }
-        let Some((name, quoted)) = self.names.get(&key).cloned() else {
-            return Err(SinkError::BadState("no file name".into()));
+        // Documents come in runs of one index and kind: the file of the last one is reused
+        // without a lookup (taken out of `self` so the writer can be borrowed mutably).
+        let mut target = match self.last.take() {
+            Some(t) if t.index == doc.index && t.kind == doc.kind => t,
+            previous => {
+                self.settle(previous);
+                self.target(doc)?
+            }
         };
-        let id = serde_json::Value::String(doc.id.to_owned()).to_string();
-        let w = self.writer(&name)?;
-        // Written in pieces: the same bytes as `DocRef::envelope`, without building the line.
-        let parts: [&[u8]; 7] = [
-            b"{\"_index\":",
-            quoted.as_bytes(),
-            b",\"_id\":",
-            id.as_bytes(),
-            b",\"_source\":",
-            doc.source.as_bytes(),
-            b"}\n",
-        ];
-        let mut len = 0;
-        for part in parts {
-            w.write_all(part).map_err(|e| SinkError::io(&name, e))?;
-            len += part.len() as u64;
+        let quoted_id;
+        let id = if doc.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:./".contains(&b)) {
+            // Ids are hashes or source positions: nothing to escape.
+            doc.id
+        } else {
+            quoted_id = serde_json::Value::String(doc.id.to_owned()).to_string();
+            &quoted_id[1..quoted_id.len() - 1]
+        };
+        let result = self.write_line(&target.name, &target.quoted, id, doc.source);
+        if let Ok(len) = result {
+            target.written += len;
         }
-        *self.lengths.entry(name).or_insert(0) += len;
-        Ok(())
+        self.last = Some(target);
+        result.map(|_| ())
     }
 
     fn commit(&mut self) -> Result<SinkState, SinkError> {
+        let last = self.last.take();
+        self.settle(last);
         for (name, w) in &mut self.open {
             w.flush().map_err(|e| SinkError::io(name, e))?;
             w.get_ref()
@@ -177,6 +245,7 @@ impl Sink for LocalStore {
     }
 
     fn restore(&mut self, state: Option<&SinkState>) -> Result<(), SinkError> {
+        self.last = None;
         self.open.clear();
         self.lengths.clear();
         for name in self.own_files()? {
