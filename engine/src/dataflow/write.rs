@@ -59,7 +59,7 @@ impl Writer {
                         ingest_timestamp: ingest.format(line.ingest_ms),
                     };
                     buf.clear();
-                    serde_json::to_writer(&mut buf, &view)?;
+                    view.write_json(&mut buf)?;
                     let source = std::str::from_utf8(&buf)
                         .map_err(|e| WriteError::Json(serde::ser::Error::custom(e)))?;
                     let doc = DocRef {

@@ -210,7 +210,11 @@ impl Sink for LocalStore {
             }
         };
         let quoted_id;
-        let id = if doc.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:./".contains(&b)) {
+        let id = if doc
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_:./".contains(&b))
+        {
             // Ids are hashes or source positions: nothing to escape.
             doc.id
         } else {
