@@ -235,6 +235,23 @@ impl KafkaSettings {
         config
     }
 
+    /// The configuration of a consumer that assigns partitions itself and commits offsets
+    /// explicitly, only after the data is safe (at-least-once): no auto commit or offset
+    /// store, end-of-partition events to detect "caught up", and the earliest offset when the
+    /// group has none committed.
+    pub fn manual_consumer_config(&self) -> rdkafka::ClientConfig {
+        self.client_config(
+            Client::Consumer,
+            &[
+                ("group.id", &self.group_id),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+                ("auto.offset.reset", "earliest"),
+            ],
+        )
+    }
+
     /// The names of the passed-through properties of `client` (for messages; never values).
     pub fn property_names(&self, client: Client) -> Vec<&str> {
         let own = match client {

@@ -52,16 +52,7 @@ impl KafkaResultsSource {
         }
         let servers = settings.bootstrap_servers.clone();
         let consumer: BaseConsumer<SourceContext> = settings
-            .client_config(
-                Client::Consumer,
-                &[
-                    ("group.id", &settings.group_id),
-                    ("enable.auto.commit", "false"),
-                    ("enable.auto.offset.store", "false"),
-                    ("enable.partition.eof", "true"),
-                    ("auto.offset.reset", "earliest"),
-                ],
-            )
+            .manual_consumer_config()
             .create_with_context(SourceContext)
             .map_err(|e| {
                 io_error(

@@ -210,16 +210,7 @@ impl KafkaSource {
                 "kafka: {topic:?} is not a valid topic name (letters, digits, '.', '_', '-')"
             )));
         }
-        let config = settings.client_config(
-            Client::Consumer,
-            &[
-                ("group.id", &settings.group_id),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("enable.partition.eof", "true"),
-                ("auto.offset.reset", "earliest"),
-            ],
-        );
+        let config = settings.manual_consumer_config();
         let servers = settings.bootstrap_servers.clone();
         let consumer: BaseConsumer<SourceContext> =
             config.create_with_context(SourceContext).map_err(|e| {
