@@ -12,21 +12,12 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_logsight")
 }
 
-/// The Loghub 2k datasets (read-only) beside the repository.
+/// The Loghub 2k datasets (read-only) beside the repository, or `$LOGHUB_2K_DIR`.
 pub fn datasets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/loghub-2k")
+    logsight_benches::loghub_dir().expect("Loghub 2k samples")
 }
 
-pub const DATASETS: [&str; 8] = [
-    "Apache",
-    "BGL",
-    "HDFS",
-    "HPC",
-    "Hadoop",
-    "Spark",
-    "Windows",
-    "Zookeeper",
-];
+pub use logsight_benches::DATASETS;
 
 pub fn dataset(name: &str) -> PathBuf {
     datasets().join(name).join(format!("{name}_2k.log"))
