@@ -10,10 +10,8 @@ mod common;
 mod services;
 
 use common::*;
-use logsight_engine::sinks::elasticsearch::{
-    BulkDoc, ElasticsearchConfig, EsClient, PIPELINE, TEMPLATE,
-};
-use std::collections::{BTreeMap, BTreeSet};
+use logsight_engine::sinks::elasticsearch::{BulkDoc, EsClient, PIPELINE, TEMPLATE};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -40,34 +38,7 @@ fn es_env(url: &str) -> Vec<(String, String)> {
 }
 
 fn client(url: &str) -> EsClient {
-    let mut settings = BTreeMap::new();
-    settings.insert("url".to_owned(), url.to_owned());
-    EsClient::new(ElasticsearchConfig::from_settings(&settings, |_| None).unwrap()).unwrap()
-}
-
-/// Every document of `index` (after a refresh), by id.
-fn es_documents(url: &str, index: &str) -> BTreeMap<String, serde_json::Value> {
-    use elasticsearch::http::Method;
-    let mut c = client(url);
-    c.refresh(index).unwrap();
-    let body = serde_json::json!({"size": 10000, "query": {"match_all": {}}});
-    let (status, v) = c
-        .request(
-            Method::Post,
-            &format!("/{index}/_search"),
-            Some(body),
-            &[404],
-        )
-        .unwrap();
-    if status == 404 {
-        return BTreeMap::new();
-    }
-    v["hits"]["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone()))
-        .collect()
+    es_client_at(url)
 }
 
 fn input_file(dir: &std::path::Path, n: usize) -> std::path::PathBuf {

@@ -8,9 +8,8 @@ mod common;
 mod services;
 
 use common::*;
-use elasticsearch::http::Method;
 use logsight_engine::jobs::local_store::read_job_store;
-use logsight_engine::sinks::elasticsearch::{BulkDoc, ElasticsearchConfig, EsClient, PIPELINE};
+use logsight_engine::sinks::elasticsearch::{BulkDoc, EsClient, PIPELINE};
 use logsight_engine::sinks::local_store::read_documents;
 use logsight_jobs::output::DocStore;
 use logsight_jobs::{recompute_batch, JobConfig, JobRecord};
@@ -282,37 +281,14 @@ fn local_store_retention_prunes_old_job_documents() {
 // ---------------------------------------------------------------- Kafka and Elasticsearch
 
 fn es_client() -> EsClient {
-    let mut settings = BTreeMap::new();
-    settings.insert("url".to_owned(), services::es());
-    EsClient::new(ElasticsearchConfig::from_settings(&settings, |_| None).unwrap()).unwrap()
+    es_client_at(&services::es())
 }
 
 /// Every document of `index` in Elasticsearch (after a refresh), as (index, id) → `_source`.
 fn es_store(index: &str) -> DocStore {
-    let mut c = es_client();
-    c.refresh(index).unwrap();
-    let body = json!({"size": 10000, "query": {"match_all": {}}});
-    let (status, v) = c
-        .request(
-            Method::Post,
-            &format!("/{index}/_search"),
-            Some(body),
-            &[404],
-        )
-        .unwrap();
-    if status == 404 {
-        return DocStore::new();
-    }
-    v["hits"]["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                (index.to_owned(), h["_id"].as_str().unwrap().to_owned()),
-                h["_source"].clone(),
-            )
-        })
+    es_documents(&services::es(), index)
+        .into_iter()
+        .map(|(id, source)| ((index.to_owned(), id), source))
         .collect()
 }
 

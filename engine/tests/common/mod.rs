@@ -117,3 +117,37 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// A client for the Elasticsearch-API server at `url`.
+pub fn es_client_at(url: &str) -> logsight_engine::sinks::elasticsearch::EsClient {
+    use logsight_engine::sinks::elasticsearch::{ElasticsearchConfig, EsClient};
+    let mut settings = BTreeMap::new();
+    settings.insert("url".to_owned(), url.to_owned());
+    EsClient::new(ElasticsearchConfig::from_settings(&settings, |_| None).unwrap()).unwrap()
+}
+
+/// Every document of `index` on the server at `url` (after a refresh), by id; empty when the
+/// index does not exist.
+pub fn es_documents(url: &str, index: &str) -> BTreeMap<String, Value> {
+    use elasticsearch::http::Method;
+    let mut c = es_client_at(url);
+    c.refresh(index).unwrap();
+    let body = serde_json::json!({"size": 10000, "query": {"match_all": {}}});
+    let (status, v) = c
+        .request(
+            Method::Post,
+            &format!("/{index}/_search"),
+            Some(body),
+            &[404],
+        )
+        .unwrap();
+    if status == 404 {
+        return BTreeMap::new();
+    }
+    v["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone()))
+        .collect()
+}
