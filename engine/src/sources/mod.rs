@@ -199,6 +199,22 @@ impl<R: BufRead> LineReader<R> {
         self.offset
     }
 
+    /// Hands every line to `send` until the input ends, a read fails (the error is sent, as
+    /// text, and ends the loop) or `send` returns false (the receiver is gone).
+    pub fn pump(mut self, mut send: impl FnMut(Result<RawLine, String>) -> bool) {
+        loop {
+            let msg = match self.next_line() {
+                Ok(Some(line)) => Ok(line),
+                Ok(None) => return,
+                Err(e) => Err(e.to_string()),
+            };
+            let stop = msg.is_err();
+            if !send(msg) || stop {
+                return;
+            }
+        }
+    }
+
     /// The next line without its `\n` (and `\r`), or `None` at the end.
     pub fn next_line(&mut self) -> io::Result<Option<RawLine>> {
         let mut bytes = Vec::new();

@@ -36,20 +36,7 @@ pub(crate) fn spawn_reader<R: std::io::BufRead + Send + 'static>(
     cap: usize,
 ) -> Receiver<LineMsg> {
     let (tx, rx) = sync_channel(CHANNEL_LINES);
-    std::thread::spawn(move || {
-        let mut reader = LineReader::new(input, cap);
-        loop {
-            let msg = match reader.next_line() {
-                Ok(Some(line)) => Ok(line),
-                Ok(None) => return,
-                Err(e) => Err(e.to_string()),
-            };
-            let stop = msg.is_err();
-            if tx.send(msg).is_err() || stop {
-                return;
-            }
-        }
-    });
+    std::thread::spawn(move || LineReader::new(input, cap).pump(|msg| tx.send(msg).is_ok()));
     rx
 }
 

@@ -71,18 +71,8 @@ fn accept_loop(listener: TcpListener, tx: SyncSender<ConnMsg>, once: bool, cap: 
 }
 
 fn read_connection(stream: std::net::TcpStream, peer: String, tx: SyncSender<ConnMsg>, cap: usize) {
-    let mut reader = LineReader::new(BufReader::with_capacity(1 << 16, stream), cap);
-    loop {
-        let msg = match reader.next_line() {
-            Ok(Some(line)) => Ok(line),
-            Ok(None) => return,
-            Err(e) => Err(e.to_string()),
-        };
-        let stop = msg.is_err();
-        if tx.send((peer.clone(), msg)).is_err() || stop {
-            return;
-        }
-    }
+    LineReader::new(BufReader::with_capacity(1 << 16, stream), cap)
+        .pump(|msg| tx.send((peer.clone(), msg)).is_ok());
 }
 
 impl LineSource for TcpSource {
