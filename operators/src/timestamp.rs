@@ -88,7 +88,8 @@ pub fn to_rfc3339_millis(ts: &DateTime<Utc>) -> String {
         out[at + width] = sep;
         at += width + 1;
     }
-    out.iter().map(|&b| char::from(b)).collect()
+    // Only ASCII digits and separators were written.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Minutes since the Unix epoch (floor), the key of per-minute windows.
