@@ -11,6 +11,34 @@ use operators::model::ResultRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// What the run statistics need of one result, taken when it is scored: the result itself is
+/// rendered to JSON and dropped there, long before its epoch is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineFacts {
+    pub prediction: u8,
+    pub added_state: u8,
+    pub level_fault: bool,
+    pub risk_score: u32,
+    /// Milliseconds of the log's timestamp, when it has a recognised one.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl LineFacts {
+    pub fn of(r: &ResultRecord) -> Self {
+        LineFacts {
+            prediction: r.prediction,
+            added_state: r.added_state,
+            level_fault: r
+                .log
+                .level
+                .as_deref()
+                .is_some_and(|l| Level::parse(l).is_fault()),
+            risk_score: r.risk_score,
+            timestamp_ms: r.log.timestamp.as_deref().and_then(timestamp_ms),
+        }
+    }
+}
+
 /// One 1-minute window's counts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowAgg {
@@ -35,16 +63,11 @@ impl Default for WindowAgg {
 }
 
 impl WindowAgg {
-    fn add(&mut self, r: &ResultRecord) {
+    fn add(&mut self, r: &LineFacts) {
         self.lines += 1;
         self.anomalies += u64::from(r.prediction == 1);
         self.added_states += u64::from(r.added_state == 1);
-        let fault = r
-            .log
-            .level
-            .as_deref()
-            .is_some_and(|l| Level::parse(l).is_fault());
-        self.level_faults += u64::from(fault);
+        self.level_faults += u64::from(r.level_fault);
         let score = (r.risk_score as usize).min(100);
         self.risk_hist[score] += 1;
     }
@@ -102,10 +125,10 @@ pub struct StatsBuilder {
 }
 
 impl StatsBuilder {
-    pub fn line(&mut self, r: &ResultRecord) {
+    pub fn line(&mut self, r: &LineFacts) {
         self.stats.documents += 1;
         self.stats.anomalies += u64::from(r.prediction == 1);
-        if let Some(ms) = r.log.timestamp.as_deref().and_then(timestamp_ms) {
+        if let Some(ms) = r.timestamp_ms {
             self.windows.entry(minute_window(ms)).or_default().add(r);
         }
     }

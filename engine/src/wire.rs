@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::quarantine::QuarantineRecord;
+use crate::summary::LineFacts;
 
 /// A value serialized as a JSON string whatever the outer format.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,7 +113,10 @@ pub struct PreparedItem {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Output {
+    /// Mined; scoring turns it into a [`Output::Doc`].
     Line(OutputLine),
+    /// Scored and rendered as the document the sinks store.
+    Doc(DocLine),
     Bad(SeqKey, Box<QuarantineRecord>),
 }
 
@@ -120,6 +124,7 @@ impl Output {
     pub fn key(&self) -> SeqKey {
         match self {
             Output::Line(l) => l.key,
+            Output::Doc(d) => d.key,
             Output::Bad(key, _) => *key,
         }
     }
@@ -132,6 +137,19 @@ pub struct OutputLine {
     pub doc_id: String,
     pub ingest_ms: i64,
     pub line: Json<AnalyzedLine>,
+}
+
+/// A scored line as its stored document. Rendered right after scoring, while the result is
+/// still in cache: an epoch waits whole before it is written, and writing thousands of
+/// scattered records then cost more in cache misses than the rendering itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocLine {
+    pub key: SeqKey,
+    pub index: String,
+    pub doc_id: String,
+    /// The document's `_source` JSON.
+    pub source: String,
+    pub facts: LineFacts,
 }
 
 #[cfg(test)]

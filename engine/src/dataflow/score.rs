@@ -3,6 +3,7 @@
 //! hold most lines), and scoring and writing should not inherit that imbalance.
 
 use crate::dataflow::decode::spread_key;
+use crate::dataflow::write::Renderer;
 use crate::wire::Output;
 use operators::analyze::Scorer;
 use timely::dataflow::channels::pact::Exchange;
@@ -29,8 +30,10 @@ pub trait Score<'scope> {
     ///     vec![item].to_stream(scope).container::<Vec<_>>().score(Scorer::new(&cfg)).capture()
     /// });
     /// let scored: Vec<Output> = out.try_iter().flat_map(|e| match e { Event::Messages(_, d) => d, _ => Vec::new() }).collect();
-    /// let Output::Line(l) = &scored[0] else { panic!() };
-    /// assert!(l.line.0.result.risk_score > 0);
+    /// let Output::Doc(doc) = &scored[0] else { panic!() };
+    /// assert!(doc.facts.risk_score > 0);
+    /// let source: serde_json::Value = serde_json::from_str(&doc.source).unwrap();
+    /// assert_eq!(source["risk_score"], doc.facts.risk_score);
     /// ```
     fn score(self, scorer: Scorer) -> StreamVec<'scope, u64, Output>;
 }
@@ -41,17 +44,27 @@ impl<'scope> Score<'scope> for StreamVec<'scope, u64, Output> {
             let key = o.key();
             spread_key(key.stream, key.seq)
         });
+        let mut renderer = Renderer::default();
         self.unary(pact, "Score", move |_cap, _info| {
             move |input, output| {
                 input.for_each(|cap, data| {
                     for item in data.iter_mut() {
-                        if let Output::Line(line) = item {
-                            scorer.score(&mut line.line.0.result);
-                        }
+                        render_scored(&mut scorer, &mut renderer, item);
                     }
                     output.session(&cap).give_container(data);
                 });
             }
         })
+    }
+}
+
+/// Scores a mined line and renders it as its document. A line that fails to render stays a
+/// scored [`Output::Line`], and the write stage reports the error when it renders it again.
+fn render_scored(scorer: &mut Scorer, renderer: &mut Renderer, item: &mut Output) {
+    if let Output::Line(line) = item {
+        scorer.score(&mut line.line.0.result);
+        if let Ok(doc) = renderer.render(line) {
+            *item = Output::Doc(doc);
+        }
     }
 }

@@ -8,8 +8,8 @@ use crate::dataflow::mine_templates::MinerGauge;
 use crate::metrics::Metrics;
 use crate::sinks::local_store::LocalStore;
 use crate::sinks::{DocKind, DocRef, PipelineSource, Sink, SinkError};
-use crate::summary::{EpochStats, StatsBuilder};
-use crate::wire::Output;
+use crate::summary::{EpochStats, LineFacts, StatsBuilder};
+use crate::wire::{DocLine, Output, OutputLine};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use thiserror::Error;
@@ -47,36 +47,13 @@ impl Writer {
         items: Vec<Output>,
         stats: &mut StatsBuilder,
     ) -> Result<(), WriteError> {
-        let mut ingest = IngestClock::default();
-        let mut buf: Vec<u8> = Vec::with_capacity(1024);
+        let mut renderer = Renderer::default();
         let (mut pipeline, mut quarantined) = (0u64, 0u64);
         for item in items {
-            match item {
-                Output::Line(line) => {
-                    let result = &line.line.0.result;
-                    let view = PipelineSource {
-                        result,
-                        ingest_timestamp: ingest.format(line.ingest_ms),
-                    };
-                    buf.clear();
-                    view.write_json(&mut buf)?;
-                    let source = std::str::from_utf8(&buf)
-                        .map_err(|e| WriteError::Json(serde::ser::Error::custom(e)))?;
-                    let doc = DocRef {
-                        index: &line.line.0.index,
-                        kind: DocKind::Pipeline,
-                        id: &line.doc_id,
-                        source,
-                    };
-                    if self.store_pipeline {
-                        self.store.write(&doc)?;
-                    }
-                    for sink in &mut self.others {
-                        sink.write(&doc)?;
-                    }
-                    stats.line(result);
-                    pipeline += 1;
-                }
+            let line = match item {
+                Output::Doc(line) => line,
+                // Scoring renders every line; one that arrives unrendered is rendered here.
+                Output::Line(mut line) => renderer.render(&mut line)?,
                 Output::Bad(_, record) => {
                     let json = serde_json::to_string(&record)?;
                     self.store.write(&DocRef {
@@ -87,8 +64,23 @@ impl Writer {
                     })?;
                     stats.quarantined();
                     quarantined += 1;
+                    continue;
                 }
+            };
+            let doc = DocRef {
+                index: &line.index,
+                kind: DocKind::Pipeline,
+                id: &line.doc_id,
+                source: &line.source,
+            };
+            if self.store_pipeline {
+                self.store.write(&doc)?;
             }
+            for sink in &mut self.others {
+                sink.write(&doc)?;
+            }
+            stats.line(&line.facts);
+            pipeline += 1;
         }
         let lengths = self.store.commit()?;
         for sink in &mut self.others {
@@ -108,6 +100,36 @@ impl Writer {
             checkpoints.write_state(self.worker, &state)?;
         }
         Ok(())
+    }
+}
+
+/// Renders scored lines as documents ([`DocLine`]), reusing its buffers from line to line.
+#[derive(Default)]
+pub struct Renderer {
+    ingest: IngestClock,
+    buf: Vec<u8>,
+}
+
+impl Renderer {
+    /// Renders `line`, taking its index and id (left empty) once rendering succeeded.
+    pub fn render(&mut self, line: &mut OutputLine) -> Result<DocLine, WriteError> {
+        let analyzed = &mut line.line.0;
+        let view = PipelineSource {
+            result: &analyzed.result,
+            ingest_timestamp: self.ingest.format(line.ingest_ms),
+        };
+        self.buf.clear();
+        view.write_json(&mut self.buf)?;
+        let source = std::str::from_utf8(&self.buf)
+            .map_err(|e| WriteError::Json(serde::ser::Error::custom(e)))?
+            .to_owned();
+        Ok(DocLine {
+            key: line.key,
+            index: std::mem::take(&mut analyzed.index),
+            doc_id: std::mem::take(&mut line.doc_id),
+            source,
+            facts: LineFacts::of(&analyzed.result),
+        })
     }
 }
 
