@@ -9,6 +9,7 @@
 
 use super::{DocRef, Sink, SinkError, SinkState};
 use chrono::{NaiveDate, Utc};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -34,7 +35,7 @@ pub struct LocalStore {
     dir: PathBuf,
     worker: usize,
     config: LocalStoreConfig,
-    open: HashMap<String, BufWriter<File>>,
+    open: FxHashMap<String, BufWriter<File>>,
     lengths: SinkState,
     day: String,
     /// (index, kind) of the last document → its file name and quoted `_index`.
@@ -59,7 +60,7 @@ impl LocalStore {
             dir: dir.to_owned(),
             worker,
             config,
-            open: HashMap::new(),
+            open: FxHashMap::default(),
             lengths: SinkState::new(),
             day: today(),
             names: HashMap::new(),
@@ -77,24 +78,30 @@ impl LocalStore {
     }
 
     fn writer(&mut self, name: &str) -> Result<&mut BufWriter<File>, SinkError> {
+        // Runs per document: `open` uses a fast hasher, and opening is the rare case.
         if !self.open.contains_key(name) {
-            let path = self.dir.join(name);
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| SinkError::io(path.display(), e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| SinkError::io(path.display(), e))?
-                .len();
-            self.lengths.insert(name.to_owned(), len);
-            self.open
-                .insert(name.to_owned(), BufWriter::with_capacity(1 << 20, file));
+            self.open_file(name)?;
         }
         self.open
             .get_mut(name)
             .ok_or_else(|| SinkError::BadState(format!("{name} is not open")))
+    }
+
+    fn open_file(&mut self, name: &str) -> Result<(), SinkError> {
+        let path = self.dir.join(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| SinkError::io(path.display(), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| SinkError::io(path.display(), e))?
+            .len();
+        self.lengths.insert(name.to_owned(), len);
+        self.open
+            .insert(name.to_owned(), BufWriter::with_capacity(1 << 20, file));
+        Ok(())
     }
 
     /// This worker's files now in the directory, by name.

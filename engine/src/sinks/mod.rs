@@ -109,7 +109,8 @@ pub trait Sink {
 }
 
 fn hex_id(hash: &Fnv64) -> String {
-    format!("{:016x}", hash.finish())
+    // Same 16-digit lower-case hex as template ids.
+    operators::miner::format_template_id(hash.finish())
 }
 
 /// Id of a log that carries its own id: a hash of index and log id.
