@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks in release mode and prints their tables.
-#   scripts/bench.sh [accuracy|anomaly|throughput|pipeline|jobs|all] [-- extra args]
+#   scripts/bench.sh [accuracy|anomaly|throughput|pipeline|kafka|jobs|all] [-- extra args]
+# (`all` leaves out kafka, which needs the broker from scripts/services.sh.)
 # The throughput bench compares against Drain3, installed here into a venv under
 # .services/bench-venv (PyPI `drain3`), so nothing global is touched.
 set -euo pipefail
@@ -29,7 +30,16 @@ case "$what" in
   accuracy) run_bin logsight-benches accuracy "$@" ;;
   anomaly) run_bin logsight-benches anomaly "$@" ;;
   throughput) LOGSIGHT_BENCH_PYTHON=$(drain3_python) run_bin logsight-benches throughput "$@" ;;
-  pipeline) run_bin logsight-engine bench_pipeline "$@" ;;
+  pipeline)
+    # bench_pipeline runs the logsight binary built beside it.
+    cargo build --quiet --release -p logsight-engine --features bench-bins --bins
+    "${CARGO_TARGET_DIR:-$root/target}/release/bench_pipeline" "$@"
+    ;;
+  kafka)
+    # Needs the broker: bash scripts/services.sh start kafka
+    cargo build --quiet --release -p logsight-engine --features bench-bins --bins
+    "${CARGO_TARGET_DIR:-$root/target}/release/bench_kafka" "$@"
+    ;;
   jobs) run_bin logsight-jobs bench_jobs "$@" ;;
   all)
     for b in accuracy anomaly throughput pipeline jobs; do
@@ -37,5 +47,5 @@ case "$what" in
       "$0" "$b"
     done
     ;;
-  *) echo "usage: scripts/bench.sh [accuracy|anomaly|throughput|pipeline|jobs|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [accuracy|anomaly|throughput|pipeline|kafka|jobs|all]" >&2; exit 2 ;;
 esac

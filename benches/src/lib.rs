@@ -36,6 +36,24 @@ pub fn loghub_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The raw lines of all eight datasets, in [`DATASETS`] order, blank lines left out: the mixed
+/// input the pipeline benchmarks repeat.
+pub fn raw_corpus() -> Result<Vec<String>> {
+    let dir = loghub_dir()?;
+    let mut lines = Vec::new();
+    for name in DATASETS {
+        let path = dir.join(name).join(format!("{name}_2k.log"));
+        let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        lines.extend(
+            String::from_utf8_lossy(&raw)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned),
+        );
+    }
+    Ok(lines)
+}
+
 /// One dataset: raw lines, and per line its header columns, content, template and label.
 #[derive(Debug, Clone)]
 pub struct Dataset {

@@ -4,12 +4,12 @@
 //!
 //! ```text
 //! scripts/services.sh start kafka && eval "$(scripts/services.sh env)"
-//! cargo build --release -p logsight-engine --bins
-//! target/release/bench_kafka [--lines N] [--partitions P] [--brokers HOST:PORT] [--tansu BIN]
+//! scripts/bench.sh kafka [--lines N] [--partitions P] [--brokers HOST:PORT] [--tansu BIN]
 //! ```
 //!
-//! The topic is filled once with the Loghub 2k samples (`../shared/datasets/loghub-2k`, repeated
-//! up to N lines, round-robin over the partitions) by an rdkafka producer, then read by each
+//! The topic is filled once with the Loghub 2k samples (`LOGHUB_2K_DIR`, else
+//! `../shared/datasets/loghub-2k`, repeated up to N lines, round-robin over the partitions) by
+//! an rdkafka producer, then read by each
 //! contender from the beginning until every partition reports EOF. Times are wall clock from
 //! start to exit, so the pipeline's times include its start-up and final checkpoint.
 
@@ -57,31 +57,6 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     Ok(a)
-}
-
-fn sample_lines() -> anyhow::Result<Vec<String>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/loghub-2k");
-    let mut lines = Vec::new();
-    for name in [
-        "Apache",
-        "BGL",
-        "HDFS",
-        "HPC",
-        "Hadoop",
-        "Spark",
-        "Windows",
-        "Zookeeper",
-    ] {
-        let path = root.join(name).join(format!("{name}_2k.log"));
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        lines.extend(
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_owned),
-        );
-    }
-    Ok(lines)
 }
 
 fn create_topic(a: &Args, topic: &str) -> anyhow::Result<()> {
@@ -184,7 +159,7 @@ fn logsight_bin() -> anyhow::Result<PathBuf> {
     let bin = exe.with_file_name("logsight");
     if !bin.exists() {
         bail!(
-            "{} not found: build it first (cargo build --release -p logsight-engine --bins)",
+            "{} not found: build it first (cargo build --release -p logsight-engine --features bench-bins --bins)",
             bin.display()
         );
     }
@@ -259,7 +234,7 @@ fn free_port() -> anyhow::Result<u16> {
 
 fn main() -> anyhow::Result<()> {
     let a = parse_args()?;
-    let lines = sample_lines()?;
+    let lines = logsight_benches::raw_corpus()?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let topic = format!("bench-kafka-{stamp}");
     create_topic(&a, &topic)?;

@@ -3,33 +3,22 @@
 //! run to show memory stays flat as input grows.
 //!
 //! ```text
-//! cargo run --release -p logsight-engine --bin bench_pipeline -- [--lines 2000000] [--rss-lines 10000000]
+//! scripts/bench.sh pipeline [--lines 2000000] [--rss-lines 10000000]
 //! ```
-//! Input is the 8 Loghub 2k datasets repeated, written to a temporary directory (never to
-//! shared/). Each configuration runs the `logsight` binary built beside this one.
+//! Input is the 8 Loghub 2k datasets repeated (from `LOGHUB_2K_DIR`, else `shared/`), written
+//! to a temporary directory (never to shared/). Each configuration runs the `logsight` binary
+//! built beside this one.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-const DATASETS: [&str; 8] = [
-    "Apache",
-    "BGL",
-    "HDFS",
-    "HPC",
-    "Hadoop",
-    "Spark",
-    "Windows",
-    "Zookeeper",
-];
 
 struct Args {
     lines: u64,
     rss_lines: u64,
     epoch_lines: u64,
-    datasets: PathBuf,
 }
 
 fn parse_args() -> Result<Args> {
@@ -37,7 +26,6 @@ fn parse_args() -> Result<Args> {
         lines: 2_000_000,
         rss_lines: 10_000_000,
         epoch_lines: 20_000,
-        datasets: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/loghub-2k"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,25 +34,15 @@ fn parse_args() -> Result<Args> {
             "--lines" => args.lines = value.parse()?,
             "--rss-lines" => args.rss_lines = value.parse()?,
             "--epoch-lines" => args.epoch_lines = value.parse()?,
-            "--datasets" => args.datasets = PathBuf::from(value),
             _ => bail!("unknown flag {flag}"),
         }
     }
     Ok(args)
 }
 
-/// Writes the datasets repeated into `path` until it has `lines` lines.
-fn generate(datasets: &Path, path: &Path, lines: u64) -> Result<()> {
-    let mut all = Vec::new();
-    for name in DATASETS {
-        let file = datasets.join(name).join(format!("{name}_2k.log"));
-        let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
-        all.extend(
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_owned),
-        );
-    }
+/// Writes the Loghub samples repeated into `path` until it has `lines` lines.
+fn generate(path: &Path, lines: u64) -> Result<()> {
+    let all = logsight_benches::raw_corpus()?;
     let mut out = BufWriter::new(std::fs::File::create(path)?);
     for line in all.iter().cycle().take(lines as usize) {
         out.write_all(line.as_bytes())?;
@@ -115,7 +93,7 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let tmp = tempfile::tempdir()?;
     let input = tmp.path().join("input.log");
-    generate(&args.datasets, &input, args.lines)?;
+    generate(&input, args.lines)?;
     println!(
         "input: {} lines (8 Loghub datasets repeated), epoch {} lines",
         args.lines, args.epoch_lines
@@ -133,7 +111,7 @@ fn main() -> Result<()> {
     std::fs::remove_file(&input)?;
 
     if args.rss_lines > 0 {
-        generate(&args.datasets, &input, args.rss_lines)?;
+        generate(&input, args.rss_lines)?;
         let long = run(&input, &tmp.path().join("long"), 2, args.epoch_lines)?;
         report("long run, -w2", &long);
         let grow = long["peak_rss_kb"].as_f64().unwrap_or(0.0)
