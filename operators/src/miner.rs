@@ -24,12 +24,17 @@ use std::hash::Hasher;
 pub type TemplateId = u64;
 
 /// Renders a template id the way it is stored (`template_id` field): 16 hex digits.
-/// Written by hand: it runs twice per line (template and document ids), and `format!`
-/// costs several times more.
+/// The text form of a template id: 16 lower-case hex digits.
 pub fn format_template_id(id: TemplateId) -> String {
+    hex16(id)
+}
+
+/// `value` as 16 lower-case hex digits, the form of template and document ids. Written by
+/// hand: it runs twice per line, and `format!` costs several times more.
+pub fn hex16(value: u64) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digits: Vec<u8> = (0..16)
-        .map(|i| HEX[((id >> (60 - 4 * i)) & 0xf) as usize])
+        .map(|i| HEX[((value >> (60 - 4 * i)) & 0xf) as usize])
         .collect();
     // Hex digits are ASCII, so this never takes the fallback.
     String::from_utf8(digits).unwrap_or_default()

@@ -109,8 +109,7 @@ pub trait Sink {
 }
 
 fn hex_id(hash: &Fnv64) -> String {
-    // Same 16-digit lower-case hex as template ids.
-    operators::miner::format_template_id(hash.finish())
+    operators::miner::hex16(hash.finish())
 }
 
 /// Id of a log that carries its own id: a hash of index and log id.
