@@ -4,9 +4,17 @@
 //! Masks apply to tokens (whitespace-separated), so a variable never swallows its neighbours.
 //! All masks are compiled once into a single alternation (earlier masks win at the same
 //! position): masking a token is one left-to-right regex scan, never a per-line compile.
+//! A token's masking depends on its text alone, so each thread remembers the answers for the
+//! tokens it saw recently ([`TokenCache`]): most tokens of a log stream are the same few
+//! thousand words, and a lookup is far cheaper than a regex scan.
 
 use regex::bytes::{Regex, RegexBuilder};
+use regex_automata::{meta, util::syntax, Anchored, Input};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::hash::Hasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
 
 /// Wildcard written in templates for a masked or generalised value.
@@ -129,10 +137,13 @@ const COLLAPSE_MIN_RUN: usize = 3;
 /// Compiled masks.
 #[derive(Debug, Clone)]
 pub struct Masker {
-    combined: Option<Regex>,
+    combined: Option<meta::Regex>,
     singles: Vec<(String, Regex)>,
     named: bool,
     collapse_runs: bool,
+    /// Identifies these masks in the per-thread [`TokenCache`] (clones share it: same answers).
+    id: u64,
+    cache_tokens: bool,
 }
 
 impl Masker {
@@ -160,17 +171,30 @@ impl Masker {
                 .map(|r| format!("(?:{})", r.regex))
                 .collect::<Vec<_>>()
                 .join("|");
-            Some(compile(&alternation).map_err(|e| MaskError::Regex {
+            // Built like `compile`, through regex-automata for its anchored searches.
+            let built = meta::Regex::builder()
+                .syntax(syntax::Config::new().unicode(false).utf8(false))
+                .build(&alternation);
+            Some(built.map_err(|e| MaskError::Regex {
                 name: "<combined>".to_owned(),
-                source: Box::new(e),
+                source: Box::new(regex::Error::Syntax(e.to_string())),
             })?)
         };
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Masker {
             combined,
             singles,
             named,
             collapse_runs,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            cache_tokens: true,
         })
+    }
+
+    /// The same masks without the per-thread token cache (for checking the cache).
+    pub fn without_token_cache(mut self) -> Self {
+        self.cache_tokens = false;
+        self
     }
 
     /// The shipped default masks, wildcards as `<*>`, collapsing variable runs.
@@ -193,60 +217,80 @@ impl Masker {
             values: Vec::new(),
         };
         let message = text.as_str();
-        // One scan of the whole message (cheaper than one per token); matches are cut at token
-        // boundaries below, so a mask never spans two tokens.
-        let matches: Vec<(usize, usize)> = match &self.combined {
-            Some(re) => re
-                .find_iter(message.as_bytes())
-                .map(|m| char_bounds(message, m.start(), m.end()))
-                .map(|(s, e)| detach_glued_sign(message, s, e))
-                .filter(|(s, e)| s < e)
-                .collect(),
-            None => Vec::new(),
-        };
-        let mut next_match = 0;
-        // Length of the current run of whole-variable tokens.
-        let mut run = 0;
-        for (start, end) in token_spans(message) {
-            while next_match < matches.len() && matches[next_match].1 <= start {
-                next_match += 1;
-            }
-            let variable = self.push_token(&mut out, message, start, end, &matches[next_match..]);
-            run = if variable { run + 1 } else { 0 };
-            if self.collapse_runs && run >= COLLAPSE_MIN_RUN {
-                // The run reached the minimum: fold it into one token, then keep folding.
-                let merges = if run == COLLAPSE_MIN_RUN { run - 1 } else { 1 };
-                for _ in 0..merges {
-                    merge_last_two(&mut out);
+        TOKEN_CACHE.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            cache.claim(self.id);
+            // Length of the current run of whole-variable tokens.
+            let mut run = 0;
+            for (start, end) in token_spans(message) {
+                let token = &message[start..end];
+                let matches = if self.cache_tokens {
+                    cache.matches(token, |t, found| self.scan(t, found))
+                } else {
+                    cache.scratch.clear();
+                    self.scan(token, &mut cache.scratch);
+                    &cache.scratch
+                };
+                let variable = self.push_token(&mut out, message, start, end, matches);
+                run = if variable { run + 1 } else { 0 };
+                if self.collapse_runs && run >= COLLAPSE_MIN_RUN {
+                    // The run reached the minimum: fold it into one token, then keep folding.
+                    let merges = if run == COLLAPSE_MIN_RUN { run - 1 } else { 1 };
+                    for _ in 0..merges {
+                        merge_last_two(&mut out);
+                    }
                 }
             }
-        }
+        });
         out.text = text;
         out
     }
 
-    /// Appends one token, masking the parts covered by `matches`; returns true when the token
-    /// is a variable as a whole, a candidate for run collapsing. (Collapsing tokens that carry
-    /// punctuation too, like `<*>).`, measured worse: it swallows sentence structure.)
+    /// The mask matches inside one token, as byte ranges relative to its start.
+    fn scan(&self, token: &str, found: &mut Vec<(u32, u32)>) {
+        let Some(re) = &self.combined else {
+            return;
+        };
+        let hay = token.as_bytes();
+        let mut push = |s: usize, e: usize| {
+            let (s, e) = char_bounds(token, s, e);
+            let (s, e) = detach_glued_sign(token, s, e);
+            if s < e {
+                found.push((s as u32, e as u32));
+            }
+        };
+        // Most variables are whole tokens. A match at the token's start is the leftmost one,
+        // and an anchored search finds it with the forward automaton alone (an unanchored
+        // search also runs a reverse scan to find where the match starts).
+        let mut from = 0;
+        if let Some(m) = re.search(&Input::new(hay).anchored(Anchored::Yes)) {
+            push(m.start(), m.end());
+            from = m.end();
+        }
+        if from < hay.len() {
+            for m in re.find_iter(Input::new(hay).range(from..)) {
+                push(m.start(), m.end());
+            }
+        }
+    }
+
+    /// Appends one token, masking the parts covered by `matches` (relative to `start`); returns
+    /// true when the token is a variable as a whole, a candidate for run collapsing.
+    /// (Collapsing tokens that carry punctuation too, like `<*>).`, measured worse: it
+    /// swallows sentence structure.)
     fn push_token(
         &self,
         out: &mut MaskedMessage,
         message: &str,
         start: usize,
         end: usize,
-        matches: &[(usize, usize)],
+        matches: &[(u32, u32)],
     ) -> bool {
         let token_index = out.spans.len() as u32;
         let masked_start = out.masked.len();
         let mut cursor = start;
         for &(ms, me) in matches {
-            if ms >= end {
-                break;
-            }
-            let (ms, me) = (ms.max(start), me.min(end));
-            if me <= ms {
-                continue;
-            }
+            let (ms, me) = (start + ms as usize, start + me as usize);
             out.masked.push_str(&message[cursor..ms]);
             self.push_wildcard(&mut out.masked, &message[ms..me]);
             out.values.push((token_index, ms as u32, me as u32));
@@ -256,8 +300,7 @@ impl Masker {
         out.spans.push((start as u32, end as u32));
         out.masked_spans
             .push((masked_start as u32, out.masked.len() as u32));
-        let (ms, me) = out.masked_spans[token_index as usize];
-        is_wildcard(&out.masked[ms as usize..me as usize])
+        is_wildcard(&out.masked[masked_start..])
     }
 
     fn push_wildcard(&self, masked: &mut String, value: &str) {
@@ -337,40 +380,135 @@ fn merge_last_two(out: &mut MaskedMessage) {
     }
 }
 
-/// Byte ranges of the whitespace-separated tokens of `s`.
+/// Tokens longer than this are scanned every time: long tokens are rarely repeated.
+const CACHED_TOKEN_MAX: usize = 64;
+/// The cache starts over when its keys reach this many bytes (or entries reach a quarter of
+/// it), which bounds it at a few MiB per thread.
+const CACHE_BYTES_MAX: usize = 1 << 20;
+
+/// Per-thread memo of token → mask matches, for one [`Masker`] at a time. Keys and match lists
+/// live in two arenas, so a hit allocates nothing and a miss at most grows the arenas.
+#[derive(Default)]
+struct TokenCache {
+    owner: u64,
+    /// Token hash → where its bytes and matches are in the arenas.
+    slots: FxHashMap<u64, Slot>,
+    keys: Vec<u8>,
+    ranges: Vec<(u32, u32)>,
+    /// Matches of a token that was not cached.
+    scratch: Vec<(u32, u32)>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    key: (u32, u32),
+    ranges: (u32, u32),
+}
+
+thread_local! {
+    static TOKEN_CACHE: RefCell<TokenCache> = RefCell::default();
+}
+
+impl TokenCache {
+    /// Starts over when another masker uses this thread's cache.
+    fn claim(&mut self, owner: u64) {
+        if self.owner != owner {
+            self.clear();
+            self.owner = owner;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.keys.clear();
+        self.ranges.clear();
+    }
+
+    /// The matches of `token`, from the cache or computed by `scan` (and then remembered).
+    fn matches(
+        &mut self,
+        token: &str,
+        scan: impl FnOnce(&str, &mut Vec<(u32, u32)>),
+    ) -> &[(u32, u32)] {
+        let bytes = token.as_bytes();
+        let mut hasher = rustc_hash::FxHasher::default();
+        hasher.write(bytes);
+        let hash = hasher.finish();
+        if let Some(slot) = self.slots.get(&hash).copied() {
+            let (ks, ke) = (slot.key.0 as usize, slot.key.1 as usize);
+            if &self.keys[ks..ke] == bytes {
+                return &self.ranges[slot.ranges.0 as usize..slot.ranges.1 as usize];
+            }
+        }
+        self.scratch.clear();
+        scan(token, &mut self.scratch);
+        if bytes.len() > CACHED_TOKEN_MAX {
+            return &self.scratch;
+        }
+        if self.keys.len() + bytes.len() > CACHE_BYTES_MAX
+            || self.slots.len() >= CACHE_BYTES_MAX / 4
+        {
+            self.clear();
+        }
+        let key = (
+            self.keys.len() as u32,
+            (self.keys.len() + bytes.len()) as u32,
+        );
+        self.keys.extend_from_slice(bytes);
+        let first = self.ranges.len() as u32;
+        self.ranges.extend_from_slice(&self.scratch);
+        let slot = Slot {
+            key,
+            ranges: (first, self.ranges.len() as u32),
+        };
+        // A colliding hash keeps the newer token; the older one is scanned again next time.
+        self.slots.insert(hash, slot);
+        &self.ranges[first as usize..]
+    }
+}
+
+/// Byte ranges of the whitespace-separated tokens of `s` (Unicode whitespace).
 pub fn token_spans(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     let bytes = s.as_bytes();
     let mut i = 0;
     std::iter::from_fn(move || {
-        while i < bytes.len() && is_space(bytes[i], s, i) {
-            i += char_len(bytes[i]);
+        while i < bytes.len() {
+            match space_len(s, i) {
+                0 => break,
+                n => i += n,
+            }
         }
         if i >= bytes.len() {
             return None;
         }
         let start = i;
-        while i < bytes.len() && !is_space(bytes[i], s, i) {
-            i += char_len(bytes[i]);
+        // Whitespace starts at a char boundary, so stepping byte by byte and testing only the
+        // bytes that can start whitespace finds the same boundaries as decoding every char.
+        while i < bytes.len() && space_len(s, i) == 0 {
+            i += 1;
         }
         Some((start, i))
     })
 }
 
-fn is_space(b: u8, s: &str, i: usize) -> bool {
-    if b.is_ascii() {
-        b.is_ascii_whitespace()
-    } else {
-        s[i..].chars().next().is_some_and(char::is_whitespace)
+/// The byte length of the whitespace char starting at byte `i`, or 0.
+#[inline(always)]
+fn space_len(s: &str, i: usize) -> usize {
+    let b = s.as_bytes()[i];
+    match b {
+        b'\t' | b'\n' | b'\x0C' | b'\r' | b' ' => 1,
+        // Lead bytes of the non-ASCII whitespace chars (U+0085 … U+3000).
+        0xC2 | 0xE1 | 0xE2 | 0xE3 => unicode_space_len(s, i),
+        _ => 0,
     }
 }
 
-fn char_len(b: u8) -> usize {
-    match b {
-        0x00..=0x7f => 1,
-        0xc0..=0xdf => 2,
-        0xe0..=0xef => 3,
-        _ => 4,
-    }
+#[cold]
+fn unicode_space_len(s: &str, i: usize) -> usize {
+    s.get(i..)
+        .and_then(|rest| rest.chars().next())
+        .filter(|c| c.is_whitespace())
+        .map_or(0, char::len_utf8)
 }
 
 #[cfg(test)]
@@ -501,6 +639,53 @@ mod tests {
             ["größe", "<*>", "ü", "<*>é"]
         );
         assert!(m.mask("").is_empty());
+    }
+
+    #[test]
+    fn cached_token_answers_equal_fresh_scans() {
+        // Repeated words, unique values, a colliding-length mix and tokens over the cache's
+        // key limit, masked twice (the second pass is all hits) against an uncached masker.
+        let cached = Masker::default_masks();
+        let fresh = Masker::default_masks().without_token_cache();
+        let long = format!("/{}/x 10.0.0.1:{}", "a1".repeat(40), "9".repeat(70));
+        let lines: Vec<String> = (0..500)
+            .map(|i| {
+                format!(
+                    "Received block blk_{i} of size {} from /10.0.{}.7 {long}",
+                    i * 7,
+                    i % 3
+                )
+            })
+            .collect();
+        for _ in 0..2 {
+            for line in &lines {
+                assert_eq!(cached.mask(line), fresh.mask(line), "{line}");
+            }
+        }
+        // Another masker on the same thread must not see the first one's answers.
+        let words = MaskConfig {
+            masks: vec![MaskRule {
+                name: "WORD".into(),
+                regex: "[a-z]+".into(),
+            }],
+        };
+        let words = Masker::new(&words, false, false).unwrap();
+        assert_eq!(cached.mask("took 15").masked_token(0), "took");
+        assert_eq!(words.mask("took 15").masked_token(0), "<*>");
+        assert_eq!(cached.mask("took 15").masked_token(0), "took");
+    }
+
+    #[test]
+    fn token_spans_split_at_unicode_whitespace() {
+        let text =
+            "a\u{a0}b\u{85}c\u{2003}d\u{3000}e\u{1680}f\u{202f}g \t\r\nh\u{0B}i é\u{e9}ü\u{c2a9}";
+        let reference: Vec<&str> = text
+            .split(|c: char| c.is_whitespace() && c != '\u{0B}')
+            .filter(|t| !t.is_empty())
+            .collect();
+        let ours: Vec<&str> = token_spans(text).map(|(s, e)| &text[s..e]).collect();
+        assert_eq!(ours, reference);
+        assert_eq!(ours.len(), 9);
     }
 
     #[test]
