@@ -316,6 +316,17 @@ mod tests {
             }
         }
         assert!(!needs_escape("ü € / <>".as_bytes()));
+        // Every byte value, at every lane of a word, next to high and low neighbours.
+        for fill in [b'a', 0xff, 0x80, 0x20] {
+            for at in 0..9 {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![fill; 9];
+                    bytes[at] = b;
+                    let expect = b < 0x20 || b == b'"' || b == b'\\';
+                    assert_eq!(needs_escape(&bytes), expect, "fill {fill} at {at} byte {b}");
+                }
+            }
+        }
     }
 
     #[test]
