@@ -288,6 +288,15 @@ impl Masker {
     ) -> bool {
         let token_index = out.spans.len() as u32;
         let masked_start = out.masked.len();
+        out.spans.push((start as u32, end as u32));
+        if matches.is_empty() {
+            // Most tokens: copied as they are (a literal `<*>` in the input is a variable too).
+            let token = &message[start..end];
+            out.masked.push_str(token);
+            out.masked_spans
+                .push((masked_start as u32, out.masked.len() as u32));
+            return token.len() >= WILDCARD.len() && is_wildcard(token);
+        }
         let mut cursor = start;
         for &(ms, me) in matches {
             let (ms, me) = (start + ms as usize, start + me as usize);
@@ -297,7 +306,6 @@ impl Masker {
             cursor = me;
         }
         out.masked.push_str(&message[cursor..end]);
-        out.spans.push((start as u32, end as u32));
         out.masked_spans
             .push((masked_start as u32, out.masked.len() as u32));
         is_wildcard(&out.masked[masked_start..])
@@ -495,6 +503,10 @@ pub fn token_spans(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
 #[inline(always)]
 fn space_len(s: &str, i: usize) -> usize {
     let b = s.as_bytes()[i];
+    // Printable ASCII, the common case, in one comparison.
+    if b.wrapping_sub(0x21) < 0x5f {
+        return 0;
+    }
     match b {
         b'\t' | b'\n' | b'\x0C' | b'\r' | b' ' => 1,
         // Lead bytes of the non-ASCII whitespace chars (U+0085 … U+3000).
