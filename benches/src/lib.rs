@@ -1,5 +1,5 @@
 //! Shared helpers of the benchmarks: locating and loading the Loghub 2k samples with their
-//! corrected ground truth.
+//! corrected ground truth, and [`run_cli`], the binaries' `main`.
 //!
 //! Data: Loghub (https://github.com/logpai/loghub). Jieming Zhu, Shilin He, Pinjia He, Jinyang
 //! Liu, Michael R. Lyu. Loghub: A Large Collection of System Log Datasets for AI-driven Log
@@ -7,6 +7,21 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The `main` of a benchmark binary: parses its arguments `A` (clap prints `--help`, and usage
+/// errors with exit status 2, itself), runs `bench`, and prints an error as one line,
+/// `error: ` and its causes joined by `: `, with exit status 1: no backtrace, whatever
+/// `RUST_BACKTRACE` says.
+pub fn run_cli<A: clap::Parser>(bench: impl FnOnce(A) -> Result<()>) -> ExitCode {
+    match bench(A::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// The eight datasets shipped in `shared/datasets/loghub-2k`.
 pub const DATASETS: [&str; 8] = [

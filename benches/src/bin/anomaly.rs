@@ -5,6 +5,7 @@
 //! Run: `cargo run --release -p logsight-benches --bin anomaly`
 
 use anyhow::Result;
+use clap::Parser;
 use logsight_benches::load;
 use operators::analyze::{AnalyticsConfig, LineAnalyzer};
 use operators::anomaly::keyword_baseline;
@@ -53,7 +54,24 @@ impl Confusion {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> Result<()> {
+/// Measures semantic anomaly detection against the per-line labels of Loghub's BGL 2k sample.
+///
+/// Prints precision, recall and F1 of logsight's scorer (default threshold) beside a plain
+/// keyword baseline (error/fail/fatal/exception/...), then a threshold sweep of the scorer.
+#[derive(Parser)]
+#[command(after_help = "\
+Examples:
+  scripts/bench.sh anomaly
+  cargo run --release -p logsight-benches --bin anomaly
+
+The sample is read from $LOGHUB_2K_DIR/BGL, else ../shared/datasets/loghub-2k/BGL.")]
+struct Args {}
+
+fn main() -> std::process::ExitCode {
+    logsight_benches::run_cli(bench)
+}
+
+fn bench(Args {}: Args) -> Result<()> {
     let data = load("BGL")?;
     let config = AnalyticsConfig::default();
     let mut analyzer = LineAnalyzer::new(&config, Some(FormatSet::resolve("bgl")?))?;

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! scripts/services.sh start kafka && eval "$(scripts/services.sh env)"
-//! scripts/bench.sh kafka [--lines N] [--partitions P] [--brokers HOST:PORT] [--tansu BIN]
+//! scripts/bench.sh kafka [--lines N] [--partitions P] [--workers W] [--brokers HOST:PORT] [--tansu BIN]
 //! ```
 //!
 //! The topic is filled once with the Loghub 2k samples (`LOGHUB_2K_DIR`, else
@@ -14,6 +14,7 @@
 //! start to exit, so the pipeline's times include its start-up and final checkpoint.
 
 use anyhow::{bail, Context};
+use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -23,40 +24,46 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-struct Args {
-    lines: usize,
-    partitions: i32,
-    brokers: String,
-    tansu: String,
-    workers: usize,
-}
+/// Measures Kafka ingest: a topic through the pipeline into the local store, in lines/s.
+///
+/// The pipeline runs with one process and with a 2-process cluster, against a bare rdkafka
+/// consumer draining the same topic in the same run, and against the same lines from a file.
+#[derive(Parser)]
+#[command(after_help = "\
+Examples:
+  scripts/services.sh start kafka && eval \"$(scripts/services.sh env)\"
+  scripts/bench.sh kafka
+  scripts/bench.sh kafka --lines 1000000 --partitions 8 --workers 2
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        lines: 400_000,
-        partitions: 4,
-        brokers: std::env::var("LOGSIGHT_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        tansu: std::env::var("LOGSIGHT_TEST_TANSU_BIN")
-            .unwrap_or_else(|_| ".services/bin/tansu".into()),
-        workers: 1,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--lines" => a.lines = value()?.parse()?,
-            "--partitions" => a.partitions = value()?.parse()?,
-            "--brokers" => a.brokers = value()?,
-            "--tansu" => a.tansu = value()?,
-            "--workers" => a.workers = value()?.parse()?,
-            "-h" | "--help" => {
-                println!("bench_kafka [--lines N] [--partitions P] [--workers W] [--brokers HOST:PORT] [--tansu BIN]");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    Ok(a)
+The topic is created with `tansu` and filled with the Loghub 2k samples ($LOGHUB_2K_DIR, else \
+../shared/datasets/loghub-2k) repeated. Each run starts the `logsight` binary built beside \
+this one (scripts/bench.sh builds both).")]
+struct Args {
+    /// Lines to produce into the topic (the samples repeated).
+    #[arg(long, value_name = "N", default_value_t = 400_000)]
+    lines: usize,
+    /// Partitions of the topic (lines go round-robin over them).
+    #[arg(long, value_name = "P", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..))]
+    partitions: i32,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "LOGSIGHT_TEST_KAFKA",
+        default_value = "127.0.0.1:9092"
+    )]
+    brokers: String,
+    /// The `tansu` binary, to create the topic.
+    #[arg(
+        long,
+        value_name = "BIN",
+        env = "LOGSIGHT_TEST_TANSU_BIN",
+        default_value = ".services/bin/tansu"
+    )]
+    tansu: String,
+    /// Timely workers per pipeline process (`logsight run -w`).
+    #[arg(long, value_name = "W", default_value_t = 1)]
+    workers: usize,
 }
 
 fn create_topic(a: &Args, topic: &str) -> anyhow::Result<()> {
@@ -232,8 +239,11 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn main() -> anyhow::Result<()> {
-    let a = parse_args()?;
+fn main() -> std::process::ExitCode {
+    logsight_benches::run_cli(bench)
+}
+
+fn bench(a: Args) -> anyhow::Result<()> {
     let lines = logsight_benches::raw_corpus()?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let topic = format!("bench-kafka-{stamp}");

@@ -10,34 +10,35 @@
 //! built beside this one.
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use serde_json::Value;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::Command;
 
-struct Args {
-    lines: u64,
-    rss_lines: u64,
-    epoch_lines: u64,
-}
+/// Measures the pipeline from a file into the local store: lines/s, epoch latency and peak RSS.
+///
+/// Runs `logsight run` with 1 and 2 workers (lines/s, their ratio, epoch latency p50/p99), then
+/// a longer run whose peak RSS shows memory stays flat as the input grows.
+#[derive(Parser)]
+#[command(after_help = "\
+Examples:
+  scripts/bench.sh pipeline
+  scripts/bench.sh pipeline --lines 500000 --rss-lines 0
 
-fn parse_args() -> Result<Args> {
-    let mut args = Args {
-        lines: 2_000_000,
-        rss_lines: 10_000_000,
-        epoch_lines: 20_000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--lines" => args.lines = value.parse()?,
-            "--rss-lines" => args.rss_lines = value.parse()?,
-            "--epoch-lines" => args.epoch_lines = value.parse()?,
-            _ => bail!("unknown flag {flag}"),
-        }
-    }
-    Ok(args)
+Input: the eight Loghub 2k samples ($LOGHUB_2K_DIR, else ../shared/datasets/loghub-2k) repeated \
+into a temporary directory. Each run starts the `logsight` binary built beside this one \
+(scripts/bench.sh builds both).")]
+struct Args {
+    /// Input lines of the 1- and 2-worker runs.
+    #[arg(long, value_name = "N", default_value_t = 2_000_000)]
+    lines: u64,
+    /// Input lines of the long run measuring peak RSS (2 workers); 0 skips it.
+    #[arg(long, value_name = "N", default_value_t = 10_000_000)]
+    rss_lines: u64,
+    /// Lines per epoch (`logsight run --epoch-lines`).
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    epoch_lines: u64,
 }
 
 /// Writes the Loghub samples repeated into `path` until it has `lines` lines.
@@ -89,8 +90,11 @@ fn report(label: &str, s: &Value) {
     );
 }
 
-fn main() -> Result<()> {
-    let args = parse_args()?;
+fn main() -> std::process::ExitCode {
+    logsight_benches::run_cli(bench)
+}
+
+fn bench(args: Args) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let input = tmp.path().join("input.log");
     generate(&input, args.lines)?;

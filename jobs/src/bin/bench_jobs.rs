@@ -6,6 +6,7 @@
 //! Usage: `bench_jobs [records] [minutes] [tag_sets] [new_minutes]`
 //! (defaults 1000000 1000 10 5; the first new minute is "the" update, the others show spread).
 
+use clap::Parser;
 use logsight_jobs::record::Text;
 use logsight_jobs::{apply_outputs, recompute_batch, DocStore, JobConfig, JobManager, JobRecord};
 use operators::level::Level;
@@ -104,18 +105,39 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
+/// Measures the job manager's incremental update against recomputing from scratch.
+///
+/// Times new minutes of records arriving on top of a generated history (and pruning the oldest
+/// minute) against recomputing everything with the batch function and with a fresh differential
+/// run, and prints peak memory.
+#[derive(Parser)]
+#[command(after_help = "\
+Examples:
+  scripts/bench.sh jobs
+  cargo run --release -p logsight-jobs --bin bench_jobs -- 200000 100 10 5
+
+The first new minute is \"the\" update; the others show the spread.")]
+struct Args {
+    /// Records of the history (spread evenly over the minutes and tag sets).
+    #[arg(default_value_t = 1_000_000)]
+    records: u64,
+    /// Minutes of the history (at least 1).
+    #[arg(default_value_t = 1_000)]
+    minutes: u64,
+    /// Tag sets (services) of the records (at least 1).
+    #[arg(default_value_t = 10)]
+    tag_sets: u64,
+    /// New minutes arriving after the history, one update each (at least 1).
+    #[arg(default_value_t = 5)]
+    new_minutes: u64,
 }
 
 fn main() {
-    let records = arg(1, 1_000_000);
-    let minutes = arg(2, 1_000).max(1);
-    let tag_count = arg(3, 10).max(1);
-    let new_minutes = arg(4, 5).max(1);
+    let args = Args::parse();
+    let records = args.records;
+    let minutes = args.minutes.max(1);
+    let tag_count = args.tag_sets.max(1);
+    let new_minutes = args.new_minutes.max(1);
     let per_window = (records / (minutes * tag_count)).max(1);
     let vocabulary = Vocabulary {
         index: "bench".into(),
