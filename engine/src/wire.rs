@@ -1,34 +1,165 @@
-//! Types that travel between dataflow stages, and the [`Json`] wrapper that lets records with
-//! `serde(flatten)` maps cross process boundaries.
+//! Types that travel between dataflow stages, and the [`Packed`] wrapper that lets analytics
+//! records cross process boundaries.
 //!
 //! Timely serializes exchanged data with bincode, which cannot encode `serde(flatten)` or
-//! `serde_json::Value` (they need a self-describing format). [`Json`] encodes its payload as a
-//! JSON string inside the bincode stream. Within one process nothing is serialized at all.
+//! `serde_json::Value` (they need a self-describing format). [`Packed`] writes a record as its
+//! plain fields in order, with only the `serde_json::Value` maps (metadata and unknown fields)
+//! as JSON text, empty when the map is: several times cheaper than the whole record as JSON.
+//! Within one process nothing is serialized at all.
 
 use operators::analyze::{AnalyzedLine, PreparedLine};
-use serde::de::DeserializeOwned;
+use operators::mask::MaskedMessage;
+use operators::model::{LogRecord, ResultRecord, Tags};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
 
 use crate::quarantine::QuarantineRecord;
 use crate::summary::LineFacts;
 
-/// A value serialized as a JSON string whatever the outer format.
+/// An analytics record in its compact wire form (see the module documentation).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Json<T>(pub T);
+pub struct Packed<T>(pub T);
 
-impl<T: Serialize> Serialize for Json<T> {
+/// A JSON object as text, empty for an empty map.
+fn map_text<E: serde::ser::Error>(map: &Map<String, Value>) -> Result<String, E> {
+    if map.is_empty() {
+        return Ok(String::new());
+    }
+    serde_json::to_string(map).map_err(E::custom)
+}
+
+fn map_from_text<E: serde::de::Error>(text: &str) -> Result<Map<String, Value>, E> {
+    if text.is_empty() {
+        return Ok(Map::new());
+    }
+    serde_json::from_str(text).map_err(E::custom)
+}
+
+/// The fields of a [`LogRecord`] in order, maps as text.
+type LogFields = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Tags,
+    String,
+);
+
+/// [`LogFields`] by reference, for writing.
+type LogFieldRefs<'a> = (
+    &'a str,
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a Option<String>,
+    String,
+    &'a Tags,
+    String,
+);
+
+fn log_fields<E: serde::ser::Error>(log: &LogRecord) -> Result<LogFieldRefs<'_>, E> {
+    Ok((
+        &log.message,
+        &log.timestamp,
+        &log.level,
+        &log.id,
+        map_text(&log.metadata)?,
+        &log.tags,
+        map_text(&log.extra)?,
+    ))
+}
+
+fn log_from_fields<E: serde::de::Error>(fields: LogFields) -> Result<LogRecord, E> {
+    let (message, timestamp, level, id, metadata, tags, extra) = fields;
+    Ok(LogRecord {
+        message,
+        timestamp,
+        level,
+        id,
+        metadata: map_from_text(&metadata)?,
+        tags,
+        extra: map_from_text(&extra)?,
+    })
+}
+
+impl Serialize for Packed<PreparedLine> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
-        serializer.serialize_str(&text)
+        let p = &self.0;
+        (&p.index, log_fields(&p.record)?, &p.masked, p.shard).serialize(serializer)
     }
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Json<T> {
+impl<'de> Deserialize<'de> for Packed<PreparedLine> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        serde_json::from_str(&text)
-            .map(Json)
-            .map_err(serde::de::Error::custom)
+        let (index, log, masked, shard): (String, LogFields, MaskedMessage, u64) =
+            Deserialize::deserialize(deserializer)?;
+        Ok(Packed(PreparedLine {
+            index,
+            record: log_from_fields(log)?,
+            masked,
+            shard,
+        }))
+    }
+}
+
+/// The analytics fields of a [`ResultRecord`] after its log.
+type ResultFields = (
+    String,
+    String,
+    Vec<String>,
+    u8,
+    f64,
+    u32,
+    u8,
+    Option<String>,
+);
+
+impl Serialize for Packed<AnalyzedLine> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let a = &self.0;
+        let r = &a.result;
+        let fields = (
+            &r.template,
+            &r.template_id,
+            &r.params,
+            r.prediction,
+            r.anomaly_score,
+            r.risk_score,
+            r.added_state,
+            &r.ingest_timestamp,
+        );
+        (&a.index, log_fields(&r.log)?, fields).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Packed<AnalyzedLine> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (index, log, fields): (String, LogFields, ResultFields) =
+            Deserialize::deserialize(deserializer)?;
+        let (
+            template,
+            template_id,
+            params,
+            prediction,
+            anomaly_score,
+            risk_score,
+            added_state,
+            ingest_timestamp,
+        ) = fields;
+        Ok(Packed(AnalyzedLine {
+            index,
+            result: ResultRecord {
+                log: log_from_fields(log)?,
+                template,
+                template_id,
+                params,
+                prediction,
+                anomaly_score,
+                risk_score,
+                added_state,
+                ingest_timestamp,
+            },
+        }))
     }
 }
 
@@ -106,7 +237,7 @@ pub struct PreparedItem {
     /// Deterministic document id (see [`crate::sinks::doc_id`]).
     pub doc_id: String,
     pub ingest_ms: i64,
-    pub line: Json<PreparedLine>,
+    pub line: Packed<PreparedLine>,
 }
 
 /// A mined (and later scored) line, or a quarantined input passed through to the sinks.
@@ -136,7 +267,7 @@ pub struct OutputLine {
     pub key: SeqKey,
     pub doc_id: String,
     pub ingest_ms: i64,
-    pub line: Json<AnalyzedLine>,
+    pub line: Packed<AnalyzedLine>,
 }
 
 /// A scored line as its stored document. Rendered right after scoring, while the result is
@@ -158,15 +289,39 @@ mod tests {
     use operators::model::LogRecord;
 
     #[test]
-    fn json_wrapper_round_trips_flattened_records_through_bincode_like_formats() {
-        let mut record = LogRecord::from_message("hello");
+    fn packed_lines_round_trip_through_bincode() {
+        use operators::analyze::{AnalyticsConfig, Preparer, ShardMiner};
+        let mut record = LogRecord::from_message("took 15 ms from 10.0.0.1");
         record.extra.insert("Pid".into(), serde_json::json!("42"));
+        record
+            .metadata
+            .insert("k".into(), serde_json::json!({"n": [1, 2]}));
+        record.timestamp = Some("2021-01-01T00:00:00.000Z".into());
         // bincode is what timely uses between processes; it rejects `flatten` on its own.
         assert!(bincode::serialize(&record)
             .and_then(|b| bincode::deserialize::<LogRecord>(&b))
             .is_err());
-        let bytes = bincode::serialize(&Json(record.clone())).unwrap();
-        let back: Json<LogRecord> = bincode::deserialize(&bytes).unwrap();
-        assert_eq!(back.0, record);
+        let cfg = AnalyticsConfig::default();
+        let prepared = Preparer::new(&cfg).unwrap().prepare("app", record);
+        let bytes = bincode::serialize(&Packed(prepared.clone())).unwrap();
+        let back: Packed<PreparedLine> = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(back.0, prepared);
+        let mut analyzed = ShardMiner::new(&cfg).mine(prepared);
+        analyzed.result.anomaly_score = 0.25;
+        analyzed.result.ingest_timestamp = Some("now".into());
+        let bytes = bincode::serialize(&Packed(analyzed.clone())).unwrap();
+        let back: Packed<AnalyzedLine> = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(back.0, analyzed);
+        // Empty maps stay empty (they travel as empty text).
+        let plain = Preparer::new(&cfg)
+            .unwrap()
+            .prepare("app", LogRecord::from_message("x"));
+        let bytes = bincode::serialize(&Packed(plain.clone())).unwrap();
+        assert_eq!(
+            bincode::deserialize::<Packed<PreparedLine>>(&bytes)
+                .unwrap()
+                .0,
+            plain
+        );
     }
 }

@@ -5,7 +5,7 @@
 use crate::metrics::Metrics;
 use crate::quarantine::{QuarantineRecord, Reason};
 use crate::sinks::{doc_id_for_log, doc_id_for_position, valid_index};
-use crate::wire::{Decoded, Json, PreparedItem, RawChunk, RawLine, SeqKey};
+use crate::wire::{Decoded, Packed, PreparedItem, RawChunk, RawLine, SeqKey};
 use operators::analyze::Preparer;
 use operators::format::{to_record, FormatSet};
 use operators::model::{LogBatch, LogRecord};
@@ -150,7 +150,7 @@ impl Decoder {
             },
             doc_id,
             ingest_ms: at.ingest_ms,
-            line: Json(self.preparer.prepare(index, record)),
+            line: Packed(self.preparer.prepare(index, record)),
         })
     }
 }

@@ -3,7 +3,7 @@
 //! number of workers or processes, and template ids match a single-threaded run exactly.
 
 use crate::checkpoint::Checkpoints;
-use crate::wire::{Decoded, Json, Output, OutputLine};
+use crate::wire::{Decoded, Output, OutputLine, Packed};
 use operators::analyze::ShardMiner;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -59,7 +59,7 @@ pub trait MineTemplates<'scope> {
     ///
     /// ```
     /// use logsight_engine::dataflow::mine_templates::{MineTemplates, MinerCheckpoint, MinerGauge};
-    /// use logsight_engine::wire::{Decoded, Json, Output, PreparedItem, SeqKey};
+    /// use logsight_engine::wire::{Decoded, Packed, Output, PreparedItem, SeqKey};
     /// use operators::analyze::{AnalyticsConfig, Preparer, ShardMiner};
     /// use operators::model::LogRecord;
     /// use timely::dataflow::operators::{Capture, ToStream};
@@ -72,7 +72,7 @@ pub trait MineTemplates<'scope> {
     ///         key: SeqKey { stream: 0, seq: i as u64, sub: 0 },
     ///         doc_id: i.to_string(),
     ///         ingest_ms: 0,
-    ///         line: Json(prep.prepare("app", LogRecord::from_message(*m))),
+    ///         line: Packed(prep.prepare("app", LogRecord::from_message(*m))),
     ///     }))
     ///     .collect();
     /// let out = timely::example(move |scope| {
@@ -139,7 +139,7 @@ fn mine_one(miner: &mut ShardMiner, item: Decoded) -> Output {
             key: p.key,
             doc_id: p.doc_id,
             ingest_ms: p.ingest_ms,
-            line: Json(miner.mine(p.line.0)),
+            line: Packed(miner.mine(p.line.0)),
         }),
         Decoded::Bad(key, record) => Output::Bad(key, record),
     }
