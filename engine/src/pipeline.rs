@@ -687,6 +687,7 @@ impl<'a> Driver<'a> {
                 first_seq: a.seq,
                 lines: b.lines,
                 ingest_ms: chrono::Utc::now().timestamp_millis(),
+                reader: None,
             };
             a.seq += count;
             a.lines_in_epoch += count;
@@ -762,6 +763,7 @@ impl<'a> Driver<'a> {
                 )));
             };
             let key = stream.key;
+            let reader = u32::try_from(self.worker).unwrap_or(u32::MAX);
             let floor = stream.last_epoch.unwrap_or(0).max(time);
             let ingest_ms = chrono::Utc::now().timestamp_millis();
             // Splits the batch where the epoch changes.
@@ -780,6 +782,7 @@ impl<'a> Driver<'a> {
                             first_seq: pos,
                             lines: vec![line],
                             ingest_ms,
+                            reader: Some(reader),
                         },
                     )),
                 }

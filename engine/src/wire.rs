@@ -191,6 +191,12 @@ pub struct RawChunk {
     /// Sequence number of the first line within its stream (see [`SeqKey`]).
     pub first_seq: u64,
     pub lines: Vec<RawLine>,
+    /// The worker that read the chunk when sources are spread over all workers (Kafka
+    /// partitions): it decodes the chunk itself, since moving raw lines to another worker,
+    /// let alone another process, costs more than the load it would balance. `None` for the
+    /// sources worker 0 reads alone, whose chunks are spread over all workers.
+    #[serde(default)]
+    pub reader: Option<u32>,
     /// When the chunk was read (ms since the Unix epoch): the documents' `ingest_timestamp`.
     pub ingest_ms: i64,
 }

@@ -46,6 +46,7 @@ impl Decoder {
             first_seq,
             lines,
             ingest_ms,
+            reader: _,
         } = chunk;
         for (i, line) in lines.into_iter().enumerate() {
             let at = Place {
@@ -188,7 +189,8 @@ pub fn spread(seq: u64) -> u64 {
 
 /// The decode stage.
 pub trait Decode<'scope> {
-    /// Spreads chunks over the workers and decodes them.
+    /// Spreads chunks over the workers and decodes them (a chunk with a `reader` stays with
+    /// that worker).
     ///
     /// ```
     /// use logsight_engine::dataflow::decode::{Decode, DecodeMode, Decoder};
@@ -211,6 +213,7 @@ pub trait Decode<'scope> {
     ///     stream: 0,
     ///     first_seq: 0,
     ///     ingest_ms: 0,
+    ///     reader: None,
     ///     lines: vec![RawLine { bytes: b"user 7 logged in".to_vec(), oversize: None }],
     /// };
     /// let out = timely::example(move |scope| {
@@ -234,7 +237,11 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, u64, RawChunk> {
         decoder: Arc<Decoder>,
         metrics: Arc<Metrics>,
     ) -> StreamVec<'scope, u64, Decoded> {
-        let pact = Exchange::new(|chunk: &RawChunk| spread_key(chunk.stream, chunk.first_seq));
+        let pact = Exchange::new(|chunk: &RawChunk| {
+            chunk
+                .reader
+                .map_or_else(|| spread_key(chunk.stream, chunk.first_seq), u64::from)
+        });
         self.unary(pact, "Decode", move |_cap, _info| {
             move |input, output| {
                 input.for_each(|cap, data| {
