@@ -314,7 +314,8 @@ impl TemplateMiner {
         shard.clock += 1;
         let clock = shard.clock;
         let recent_key = RecentMatches::key(msg);
-        let best = shard.recent.get(recent_key, msg).or_else(|| {
+        let cached = shard.recent.get(recent_key, msg);
+        let best = cached.or_else(|| {
             let best = best_match(&shard.templates, msg, config);
             if let Some(i) = best {
                 shard.recent.insert(recent_key, msg, i);
@@ -323,7 +324,10 @@ impl TemplateMiner {
         });
         let (slot, added) = match best {
             Some(i) => {
-                if shard.templates[i].generalise(msg) {
+                // An entry is only left in the cache when generalising its line changed
+                // nothing, and any change since would have cleared it: on a hit, generalising
+                // again would change nothing either.
+                if cached.is_none() && shard.templates[i].generalise(msg) {
                     shard.recent.clear();
                 }
                 (i, false)
@@ -640,6 +644,11 @@ mod tests {
                         best_match(&shard.templates, &msg, &config),
                         "{line}"
                     );
+                    // A hit skips generalising: it must be a no-op.
+                    if let Some(i) = cached {
+                        let mut template = shard.templates[i].clone();
+                        assert!(!template.generalise(&msg), "{line}");
+                    }
                 }
             }
             m.add_to_shard(key, "app", &msg);
