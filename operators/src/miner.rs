@@ -526,12 +526,23 @@ fn insert_bounded(shard: &mut Shard, template: Template, cap: usize) -> usize {
 /// The line's values at template wildcards (whole tokens) and inside partially masked
 /// constant tokens, in order.
 fn extract_params(template: &Template, msg: &MaskedMessage) -> Vec<String> {
-    let mut params = Vec::new();
+    let mut params = Vec::with_capacity(msg.values.len() + 1);
+    // Masked values are in token order: one cursor walks them alongside the tokens.
+    let mut next_value = 0;
     for (i, (t, shape)) in template.tokens.iter().zip(&template.shapes).enumerate() {
+        let token = i as u32;
+        while msg.values.get(next_value).is_some_and(|v| v.0 < token) {
+            next_value += 1;
+        }
         let original = msg.original_token(i);
         match *shape {
             Shape::Wildcard => params.push(original.to_owned()),
-            _ if t == msg.masked_token(i) => params.extend(msg.values_of(i).map(str::to_owned)),
+            _ if t == msg.masked_token(i) => {
+                while let Some(&(_, s, e)) = msg.values.get(next_value).filter(|v| v.0 == token) {
+                    params.push(msg.text[s as usize..e as usize].to_owned());
+                    next_value += 1;
+                }
+            }
             Shape::Pattern { prefix, suffix } if shape.frames(t, original) => {
                 params.push(original[prefix..original.len() - suffix].to_owned());
             }
