@@ -49,7 +49,7 @@ use crate::checkpoint::{CheckpointError, Checkpoints, Commit, WorkerState, VERSI
 use crate::config::{EngineConfig, SinkKind};
 use crate::dataflow::decode::{Decode, Decoder};
 use crate::dataflow::mine_templates::{MineTemplates, MinerCheckpoint, MinerGauge};
-use crate::dataflow::score::{process_workers, Score};
+use crate::dataflow::score::Score;
 use crate::dataflow::write::{Write, Writer};
 use crate::metrics::Metrics;
 use crate::sinks::local_store::LocalStore;
@@ -281,7 +281,7 @@ fn run_worker_inner(
         stream
             .decode(decoder, metrics)
             .mine_templates(miner, miner_checkpoint, gauge.clone())
-            .score(scorer, process_workers(index, config.run.workers))
+            .score(scorer)
             .write(writer, gauge)
             .probe_with(&probe)
             .sink(
