@@ -101,7 +101,7 @@ impl Default for RunConfig {
             epoch_lines: 20_000,
             epoch_ms: 1_000,
             chunk_lines: 1_024,
-            max_epochs_in_flight: 3,
+            max_epochs_in_flight: 4,
             max_line_bytes: 1 << 20,
             metrics_addr: String::new(),
             progress_secs: 5,
