@@ -18,8 +18,10 @@ use std::process::Command;
 
 /// Measures the pipeline from a file into the local store: lines/s, epoch latency and peak RSS.
 ///
-/// Runs `logsight run` with 1 and 2 workers (lines/s, their ratio, epoch latency p50/p99), then
-/// a longer run whose peak RSS shows memory stays flat as the input grows.
+/// Runs `logsight run` with 1 and 2 workers, alternately for a few rounds (this machine's speed
+/// drifts by tens of percent within a minute, so each worker count gets its median and the
+/// ratio is taken between medians), with epoch latency p50/p99; then a longer run whose peak
+/// RSS shows memory stays flat as the input grows.
 #[derive(Parser)]
 #[command(after_help = "\
 Examples:
@@ -33,6 +35,9 @@ struct Args {
     /// Input lines of the 1- and 2-worker runs.
     #[arg(long, value_name = "N", default_value_t = 2_000_000)]
     lines: u64,
+    /// Rounds of one -w1 run and one -w2 run; the medians are reported.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Input lines of the long run measuring peak RSS (2 workers); 0 skips it.
     #[arg(long, value_name = "N", default_value_t = 10_000_000)]
     rss_lines: u64,
@@ -79,6 +84,17 @@ fn run(input: &Path, dir: &Path, workers: usize, epoch_lines: u64) -> Result<Val
     Ok(value)
 }
 
+fn rate(summary: &Value) -> f64 {
+    summary["lines_per_sec"].as_f64().unwrap_or(0.0)
+}
+
+/// The run with the median lines/s (the lower middle one for an even count).
+fn median(mut runs: Vec<Value>) -> Value {
+    runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let middle = runs.len().saturating_sub(1) / 2;
+    runs.into_iter().nth(middle).unwrap_or(Value::Null)
+}
+
 fn report(label: &str, s: &Value) {
     println!(
         "{label:<22} {:>10} lines  {:>9.0} lines/s  epoch p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>7.1} MiB",
@@ -103,13 +119,31 @@ fn bench(args: Args) -> Result<()> {
         args.lines, args.epoch_lines
     );
 
-    let one = run(&input, &tmp.path().join("w1"), 1, args.epoch_lines)?;
+    let (mut ones, mut twos) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        let one = run(
+            &input,
+            &tmp.path().join(format!("w1-{round}")),
+            1,
+            args.epoch_lines,
+        )?;
+        report(&format!("round {round}, -w1"), &one);
+        ones.push(one);
+        let two = run(
+            &input,
+            &tmp.path().join(format!("w2-{round}")),
+            2,
+            args.epoch_lines,
+        )?;
+        report(&format!("round {round}, -w2"), &two);
+        twos.push(two);
+    }
+    let (one, two) = (median(ones), median(twos));
     report("file → store, -w1", &one);
-    let two = run(&input, &tmp.path().join("w2"), 2, args.epoch_lines)?;
     report("file → store, -w2", &two);
-    let rate = |v: &Value| v["lines_per_sec"].as_f64().unwrap_or(0.0);
     println!(
-        "speed-up -w2 / -w1: {:.2}x",
+        "speed-up -w2 / -w1 (medians of {} rounds): {:.2}x",
+        args.rounds,
         rate(&two) / rate(&one).max(1e-9)
     );
     std::fs::remove_file(&input)?;
