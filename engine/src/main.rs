@@ -38,7 +38,11 @@ Examples:
   logsight run 'logs/*.log.gz' -w 2 --data-dir /var/lib/logsight
   logsight run - --decode batch --sink stdout < batches.ndjson
   logsight run tcp://127.0.0.1:9000 --metrics-addr 127.0.0.1:9464
-  logsight run big.log -n 2 -p 1 --hostfile hosts.txt   (run once per process)")]
+  logsight run big.log -n 2 -p 1 --hostfile hosts.txt   (run once per process)
+
+Ctrl-C or SIGTERM stops gracefully: reading stops (stdin, TCP and ZeroMQ first hand over what
+they buffered), the epochs already read are written and committed, and a later run with the
+same data directory resumes there. A second signal exits at once.")]
     Run(cli::run::RunArgs),
     /// Analyse files single-threaded and print the results.
     Parse(cli::parse::ParseArgs),

@@ -65,6 +65,7 @@ use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -118,6 +119,9 @@ pub struct RunOptions {
     pub config: EngineConfig,
     pub sources: Vec<SourceSpec>,
     pub cluster: Cluster,
+    /// Set (by a signal handler) to stop reading and end the run once the epochs already
+    /// read are durable: see [`Driver::stop_sources`].
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Process-wide parts shared by the worker threads.
@@ -126,6 +130,7 @@ struct Shared {
     sources: Vec<SourceSpec>,
     decoder: Arc<Decoder>,
     metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
 }
 
 /// Runs the pipeline to the end of its sources. Returns the summary in the process holding
@@ -154,6 +159,7 @@ pub fn run(opts: RunOptions, metrics: Arc<Metrics>) -> Result<Option<RunSummary>
         sources: opts.sources.clone(),
         decoder,
         metrics,
+        stop: Arc::clone(&opts.stop),
     });
     let guards = timely::execute(timely_config, move |worker| run_worker(worker, &shared))
         .map_err(PipelineError::Setup)?;
@@ -438,6 +444,8 @@ struct Driver<'a> {
     lines_in: u64,
     started: Instant,
     last_progress: Instant,
+    /// A stop was requested: sources end as described in [`Driver::stop_sources`].
+    stopping: bool,
 }
 
 impl<'a> Driver<'a> {
@@ -566,7 +574,34 @@ impl<'a> Driver<'a> {
             lines_in: 0,
             started: Instant::now(),
             last_progress: Instant::now(),
+            stopping: false,
         })
+    }
+
+    /// On a stop request: files and Kafka end now (their positions are checkpointed, so the
+    /// next run resumes exactly there); streams that cannot be replayed (stdin, TCP, ZeroMQ)
+    /// end once they have handed over what they already buffered. The epochs already read
+    /// then complete and commit as at the end of any input.
+    fn stop_sources(&mut self) {
+        if self.stopping || !self.shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        self.stopping = true;
+        if self.worker == 0 {
+            eprintln!(
+                "logsight: stopping: finishing the epochs already read (a second signal exits at once)"
+            );
+        }
+        if let Some(a) = self.arrival.as_mut() {
+            for (source, finished) in a.sources.iter().zip(a.finished.iter_mut()) {
+                if source.kind() == "file" {
+                    *finished = true;
+                }
+            }
+        }
+        for placed in &mut self.placed {
+            placed.finished = true;
+        }
     }
 
     fn sources_done(&self) -> bool {
@@ -583,6 +618,7 @@ impl<'a> Driver<'a> {
     ) -> Result<(), PipelineError> {
         let in_flight = self.shared.config.run.max_epochs_in_flight;
         loop {
+            self.stop_sources();
             let durable = probe.with_frontier(|f| f.first().copied());
             let mut busy = false;
             if self.inputs.is_some() {
@@ -668,6 +704,8 @@ impl<'a> Driver<'a> {
                     batch = Some(b);
                     break;
                 }
+                // A stopping stream ends once it has nothing buffered.
+                Poll::Pending if self.stopping => a.finished[i] = true,
                 Poll::Pending => idle = true,
                 Poll::Finished => a.finished[i] = true,
             }

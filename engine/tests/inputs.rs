@@ -162,6 +162,43 @@ fn stdin_to_stdout() {
 }
 
 #[test]
+fn sigterm_on_a_stdin_stream_writes_what_was_read_and_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = logsight(&[
+        "run",
+        "--sink",
+        "stdout",
+        "--data-dir",
+        &tmp.path().display().to_string(),
+        "-",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // The stream stays open: only the signal ends the run.
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..100 {
+        writeln!(stdin, "job {i} finished").unwrap();
+    }
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped on a signal"), "{stderr}");
+    let docs = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(docs, 100, "{stderr}");
+}
+
+#[test]
 fn gzip_glob_and_directory_inputs_read_the_same_lines() {
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path().join("logs");

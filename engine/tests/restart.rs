@@ -80,3 +80,59 @@ fn restart_after_kill_9_ends_with_one_document_per_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 lines in"));
     assert_eq!(stored_lines(&crashed, "default_pipeline").len(), lines);
 }
+
+#[test]
+fn sigterm_commits_what_was_read_and_a_restart_reads_exactly_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("big.log");
+    let lines = repeated_input(&input, 6);
+    let input = input.display().to_string();
+    let dir = tmp.path().join("stopped");
+    let d = dir.display().to_string();
+    let args = [
+        "run",
+        &input,
+        "--data-dir",
+        &d,
+        "--epoch-lines",
+        "2000",
+        "--progress-secs",
+        "0",
+    ];
+    let mut child = logsight(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_epoch(&dir).is_none_or(|e| e < 3) {
+        assert!(Instant::now() < deadline, "no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be stopped; make the input bigger"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped on a signal"), "{stderr}");
+    let partial = documents(&dir, "default_pipeline").len(); // asserts no duplicate ids
+    assert!(
+        partial > 0 && partial < lines,
+        "{partial} of {lines} lines written"
+    );
+
+    // Everything written was committed: the restart reads exactly the lines not yet written.
+    let out = run_ok(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} lines in", lines - partial)),
+        "{stderr}"
+    );
+    assert_eq!(documents(&dir, "default_pipeline").len(), lines);
+}
