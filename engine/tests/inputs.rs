@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{ChildStdin, Stdio};
 
 #[test]
 fn bad_input_is_quarantined_and_the_run_goes_on() {
@@ -129,14 +129,15 @@ fn tcp_source_reads_batches_until_the_connection_closes() {
     assert_eq!(stored_lines(tmp.path(), "quarantine").len(), 1);
 }
 
-#[test]
-fn stdin_to_stdout() {
+/// `logsight run -` writing documents to stdout, with `lines` lines of `job <i> finished`
+/// already written to its stdin (returned open).
+fn stdin_run(data_dir: &std::path::Path, lines: usize) -> (std::process::Child, ChildStdin) {
     let mut child = logsight(&[
         "run",
         "--sink",
         "stdout",
         "--data-dir",
-        &tempfile::tempdir().unwrap().path().display().to_string(),
+        &data_dir.display().to_string(),
         "-",
     ])
     .stdin(Stdio::piped())
@@ -144,12 +145,19 @@ fn stdin_to_stdout() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        for i in 0..10 {
-            writeln!(stdin, "job {i} finished").unwrap();
-        }
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..lines {
+        writeln!(stdin, "job {i} finished").unwrap();
     }
+    stdin.flush().unwrap();
+    (child, stdin)
+}
+
+#[test]
+fn stdin_to_stdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (child, stdin) = stdin_run(tmp.path(), 10);
+    drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let docs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
@@ -164,25 +172,8 @@ fn stdin_to_stdout() {
 #[test]
 fn sigterm_on_a_stdin_stream_writes_what_was_read_and_exits_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = logsight(&[
-        "run",
-        "--sink",
-        "stdout",
-        "--data-dir",
-        &tmp.path().display().to_string(),
-        "-",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
     // The stream stays open: only the signal ends the run.
-    let mut stdin = child.stdin.take().unwrap();
-    for i in 0..100 {
-        writeln!(stdin, "job {i} finished").unwrap();
-    }
-    stdin.flush().unwrap();
+    let (child, stdin) = stdin_run(tmp.path(), 100);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
