@@ -41,6 +41,23 @@ fn client(url: &str) -> EsClient {
     es_client_at(url)
 }
 
+/// The HTTP status of `GET /_ingest/pipeline/<ours>` (200 when it exists, 404 when not).
+fn ingest_pipeline_status(c: &mut EsClient) -> u16 {
+    let path = format!("/_ingest/pipeline/{PIPELINE}");
+    let (status, _) = c
+        .request(elasticsearch::http::Method::Get, &path, None, &[404])
+        .unwrap();
+    status
+}
+
+/// A client with the ingest pipeline and template set up, and a fresh `<name…>_pipeline` index.
+fn fresh_pipeline_index(url: &str, name: &str) -> (EsClient, String) {
+    let index = format!("{}_pipeline", services::unique(name).to_ascii_lowercase());
+    let mut c = client(url);
+    c.ensure_setup().unwrap();
+    (c, index)
+}
+
 fn input_file(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     let lines: Vec<String> = std::fs::read_to_string(dataset("HDFS"))
         .unwrap()
@@ -113,15 +130,7 @@ fn documents_are_bulk_indexed_with_ingest_timestamps_and_deterministic_ids() {
     // The setup exists, and the pipeline sets the ingest time whatever the document says.
     use elasticsearch::http::Method;
     let mut c = client(&url);
-    let (s, _) = c
-        .request(
-            Method::Get,
-            &format!("/_ingest/pipeline/{PIPELINE}"),
-            None,
-            &[404],
-        )
-        .unwrap();
-    assert_eq!(s, 200);
+    assert_eq!(ingest_pipeline_status(&mut c), 200);
     let (s, _) = c
         .request(
             Method::Get,
@@ -309,12 +318,7 @@ fn a_server_that_stays_down_is_a_clear_error() {
 fn rejected_documents_are_reported_not_retried() {
     let _one = one_at_a_time();
     let url = services::es();
-    let index = format!(
-        "{}_pipeline",
-        services::unique("es-reject").to_ascii_lowercase()
-    );
-    let mut c = client(&url);
-    c.ensure_setup().unwrap();
+    let (mut c, index) = fresh_pipeline_index(&url, "es-reject");
     let good = BulkDoc {
         index: index.clone(),
         id: "good".into(),
@@ -405,12 +409,7 @@ fn a_lost_ingest_pipeline_is_created_again() {
     use elasticsearch::http::Method;
     let _one = one_at_a_time();
     let url = services::es();
-    let index = format!(
-        "{}_pipeline",
-        services::unique("es-lost").to_ascii_lowercase()
-    );
-    let mut c = client(&url);
-    c.ensure_setup().unwrap();
+    let (mut c, index) = fresh_pipeline_index(&url, "es-lost");
     // As after a server restart that lost its data: the pipeline is gone.
     c.request(
         Method::Delete,
@@ -425,15 +424,11 @@ fn a_lost_ingest_pipeline_is_created_again() {
         source: r#"{"message":"m"}"#.into(),
     };
     assert!(c.index_all(&[doc], Some(PIPELINE)).unwrap().is_empty());
-    let (s, _) = c
-        .request(
-            Method::Get,
-            &format!("/_ingest/pipeline/{PIPELINE}"),
-            None,
-            &[404],
-        )
-        .unwrap();
-    assert_eq!(s, 200, "the pipeline was not created again");
+    assert_eq!(
+        ingest_pipeline_status(&mut c),
+        200,
+        "the pipeline was not created again"
+    );
     let docs = es_documents(&url, &index);
     assert!(docs["x"]["ingest_timestamp"].is_string());
 }
