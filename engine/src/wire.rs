@@ -134,30 +134,20 @@ impl Serialize for Packed<AnalyzedLine> {
 
 impl<'de> Deserialize<'de> for Packed<AnalyzedLine> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (index, log, fields): (String, LogFields, ResultFields) =
+        let (index, log, f): (String, LogFields, ResultFields) =
             Deserialize::deserialize(deserializer)?;
-        let (
-            template,
-            template_id,
-            params,
-            prediction,
-            anomaly_score,
-            risk_score,
-            added_state,
-            ingest_timestamp,
-        ) = fields;
         Ok(Packed(AnalyzedLine {
             index,
             result: ResultRecord {
                 log: log_from_fields(log)?,
-                template,
-                template_id,
-                params,
-                prediction,
-                anomaly_score,
-                risk_score,
-                added_state,
-                ingest_timestamp,
+                template: f.0,
+                template_id: f.1,
+                params: f.2,
+                prediction: f.3,
+                anomaly_score: f.4,
+                risk_score: f.5,
+                added_state: f.6,
+                ingest_timestamp: f.7,
             },
         }))
     }

@@ -175,11 +175,7 @@ fn sigterm_on_a_stdin_stream_writes_what_was_read_and_exits_cleanly() {
     // The stream stays open: only the signal ends the run.
     let (child, stdin) = stdin_run(tmp.path(), 100);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
     drop(stdin);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -151,3 +151,12 @@ pub fn es_documents(url: &str, index: &str) -> BTreeMap<String, Value> {
         .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone()))
         .collect()
 }
+
+/// Sends SIGTERM to `child` (a graceful stop for `logsight run`).
+pub fn sigterm(child: &std::process::Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {} failed", child.id());
+}
