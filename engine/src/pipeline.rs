@@ -120,7 +120,8 @@ pub struct RunOptions {
     pub sources: Vec<SourceSpec>,
     pub cluster: Cluster,
     /// Set (by a signal handler) to stop reading and end the run once the epochs already
-    /// read are durable: see [`Driver::stop_sources`].
+    /// read are durable. Files and Kafka stop at once (their positions are checkpointed);
+    /// stdin, TCP and ZeroMQ first hand over what they buffered.
     pub stop: Arc<AtomicBool>,
 }
 

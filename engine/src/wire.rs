@@ -230,7 +230,8 @@ impl Decoded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreparedItem {
     pub key: SeqKey,
-    /// Deterministic document id (see [`crate::sinks::doc_id`]).
+    /// Deterministic document id (see [`crate::sinks::doc_id_for_log`] and
+    /// [`crate::sinks::doc_id_for_position`]).
     pub doc_id: String,
     pub ingest_ms: i64,
     pub line: Packed<PreparedLine>,

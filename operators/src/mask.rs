@@ -5,7 +5,7 @@
 //! All masks are compiled once into a single alternation (earlier masks win at the same
 //! position): masking a token is one left-to-right regex scan, never a per-line compile.
 //! A token's masking depends on its text alone, so each thread remembers the answers for the
-//! tokens it saw recently ([`TokenCache`]): most tokens of a log stream are the same few
+//! tokens it saw recently (`TokenCache`): most tokens of a log stream are the same few
 //! thousand words, and a lookup is far cheaper than a regex scan.
 
 use regex::bytes::{Regex, RegexBuilder};
@@ -141,7 +141,7 @@ pub struct Masker {
     singles: Vec<(String, Regex)>,
     named: bool,
     collapse_runs: bool,
-    /// Identifies these masks in the per-thread [`TokenCache`] (clones share it: same answers).
+    /// Identifies these masks in the per-thread `TokenCache` (clones share it: same answers).
     id: u64,
     cache_tokens: bool,
 }
