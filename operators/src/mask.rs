@@ -390,9 +390,10 @@ fn merge_last_two(out: &mut MaskedMessage) {
 
 /// Tokens longer than this are scanned every time: long tokens are rarely repeated.
 const CACHED_TOKEN_MAX: usize = 64;
-/// The cache starts over when its keys reach this many bytes (or entries reach a quarter of
-/// it), which bounds it at a few MiB per thread.
-const CACHE_BYTES_MAX: usize = 1 << 20;
+/// The cache starts over when its keys reach this many bytes or it holds this many tokens,
+/// which bounds it at about 4 MiB per thread.
+const CACHE_BYTES_MAX: usize = 1 << 19;
+const CACHE_ENTRIES_MAX: usize = 1 << 16;
 
 /// Per-thread memo of token → mask matches, for one [`Masker`] at a time. Keys and match lists
 /// live in two arenas, so a hit allocates nothing and a miss at most grows the arenas.
@@ -453,8 +454,7 @@ impl TokenCache {
         if bytes.len() > CACHED_TOKEN_MAX {
             return &self.scratch;
         }
-        if self.keys.len() + bytes.len() > CACHE_BYTES_MAX
-            || self.slots.len() >= CACHE_BYTES_MAX / 4
+        if self.keys.len() + bytes.len() > CACHE_BYTES_MAX || self.slots.len() >= CACHE_ENTRIES_MAX
         {
             self.clear();
         }
