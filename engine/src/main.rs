@@ -56,7 +56,8 @@ same data directory resumes there. A second signal exits at once.")]
 Roles (environment or [jobs]): INCIDENT_JOBS (or INCIDENTS_JOBS) computes incidents and log
 aggregates; DELETE_ES_JOB prunes documents older than ES_CLEANUP_AGE (default now-1y) every
 ES_CLEANUP_JOB_INTERVAL seconds. Also FILTER_NORMAL, INCIDENT_MAX_SAMPLES, JOB_INTERVAL,
-PARALLEL_JOBS, KAFKA_*, ELASTICSEARCH_*.
+PARALLEL_JOBS, KAFKA_*, ELASTICSEARCH_*. Ctrl-C or SIGTERM stops between rounds (a second
+signal exits at once); a restart continues from the checkpoint.
 
 Examples:
   logsight jobs --once                              local store in, local store out, then exit

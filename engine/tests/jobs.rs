@@ -56,8 +56,21 @@ fn pipeline_run(input: &str, data: &Path, index: &str, env: &[(&str, &str)], sin
     );
 }
 
-/// `logsight jobs <args>` with a clean job environment plus `env`.
+/// `logsight jobs <args>` with a clean job environment plus `env`, run to its end.
 fn jobs(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = jobs_command(args, env)
+        .output()
+        .expect("logsight jobs runs");
+    assert!(
+        out.status.success(),
+        "logsight jobs {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The `logsight jobs <args>` command with a clean job environment plus `env`.
+fn jobs_command(args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
     let mut full = vec!["jobs"];
     full.extend_from_slice(args);
     let mut cmd = logsight(&full);
@@ -72,13 +85,7 @@ fn jobs(args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env_remove(name);
     }
     cmd.envs(env.iter().copied());
-    let out = cmd.output().expect("logsight jobs runs");
-    assert!(
-        out.status.success(),
-        "logsight jobs {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    cmd
 }
 
 /// The job records of the pipeline documents `(es_index, id, _source)`.
@@ -214,6 +221,44 @@ fn local_jobs_equal_the_batch_recomputation_and_restarts_do_not_double_count() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 records from local"));
     assert_eq!(read_job_store(&data).unwrap(), expected);
     assert_eq!(dir_bytes(&data), bytes);
+}
+
+#[test]
+fn sigterm_stops_the_job_service_between_rounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("run");
+    let input = input(tmp.path(), 300);
+    pipeline_run(&input, &data, "hd", &[("INCIDENT_JOBS", "false")], &[]);
+    let expected = expected_from(&pipeline_docs(&data, "hd"));
+    let d = data.display().to_string();
+    // Without --once the service keeps polling for new results until it is stopped (and
+    // without pruning, which would retract these 2008 windows at once).
+    let mut child = jobs_command(
+        &["--source", "local", "--sink", "local", "--data-dir", &d],
+        &[("DELETE_ES_JOB", "false")],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while read_job_store(&data).ok().as_ref() != Some(&expected) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service wrote nothing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the service ended on its own"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped on a signal"), "{stderr}");
+    assert!(stderr.contains("300 records from local"), "{stderr}");
+    assert_eq!(read_job_store(&data).unwrap(), expected);
 }
 
 #[test]

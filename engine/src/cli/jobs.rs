@@ -23,6 +23,7 @@ use logsight_jobs::config::parse_age;
 use logsight_jobs::service::RoundReport;
 use logsight_jobs::{DocumentSink, JobConfig, JobService};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where pipeline results are read from.
@@ -154,11 +155,19 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
         },
         crate::jobs::state_dir(&data_dir).display()
     );
+    let stop = crate::cli::run::stop_on_signals()?;
     let mut totals = Totals::default();
     let mut last_progress = Instant::now();
     let mut last_prune: Option<Instant> = None;
     loop {
         if args.prune_once && !args.once {
+            break;
+        }
+        // Between rounds: every round's results and checkpoint are complete.
+        if stop.load(Ordering::Relaxed) {
+            eprintln!(
+                "logsight jobs: stopped on a signal; a restart continues from the checkpoint"
+            );
             break;
         }
         if delete && !args.once && last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
@@ -184,7 +193,7 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
             if args.once {
                 break;
             }
-            std::thread::sleep(interval);
+            sleep_unless_stopped(interval, &stop);
         }
     }
     if args.prune_once && delete {
@@ -206,6 +215,18 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// Sleeps for `total`, waking early once `stop` is set (idle waits can be long).
+fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + total;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
 }
 
 /// Retention through the job manager: windows older than the horizon are retracted (their

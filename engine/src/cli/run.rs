@@ -247,9 +247,9 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-/// SIGINT and SIGTERM ask the pipeline to stop gracefully (the returned flag); a second one
-/// exits at once with status 130, as an interrupted program does.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+/// SIGINT and SIGTERM ask for a graceful stop (the returned flag); a second one exits at once
+/// with status 130, as an interrupted program does.
+pub(crate) fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
