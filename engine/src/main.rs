@@ -42,7 +42,8 @@ Examples:
 
 Ctrl-C or SIGTERM stops gracefully: reading stops (stdin, TCP and ZeroMQ first hand over what
 they buffered), the epochs already read are written and committed, and a later run with the
-same data directory resumes there. A second signal exits at once.")]
+same data directory resumes there. A second signal exits at once. In a cluster, signal every
+process: each one finishes only when the whole dataflow has.")]
     Run(cli::run::RunArgs),
     /// Analyse files single-threaded and print the results.
     Parse(cli::parse::ParseArgs),
