@@ -595,7 +595,7 @@ impl<'a> Driver<'a> {
         }
         if let Some(a) = self.arrival.as_mut() {
             for (source, finished) in a.sources.iter().zip(a.finished.iter_mut()) {
-                if source.kind() == "file" {
+                if source.replayable() {
                     *finished = true;
                 }
             }

@@ -155,7 +155,7 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
         },
         crate::jobs::state_dir(&data_dir).display()
     );
-    let stop = crate::cli::run::stop_on_signals()?;
+    let stop = super::stop_on_signals()?;
     let mut totals = Totals::default();
     let mut last_progress = Instant::now();
     let mut last_prune: Option<Instant> = None;

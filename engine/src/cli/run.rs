@@ -8,7 +8,7 @@ use crate::sources::SourceSpec;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Arguments of `logsight run`. Flags override the environment, which overrides `--config`.
@@ -147,7 +147,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("logsight: metrics on http://{bound}/metrics");
     }
     let sources = args.sources.iter().map(|s| SourceSpec::parse(s)).collect();
-    let stop = stop_on_signals()?;
+    let stop = super::stop_on_signals()?;
     let opts = RunOptions {
         config,
         sources,
@@ -245,19 +245,4 @@ fn peak_rss_kb() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// SIGINT and SIGTERM ask for a graceful stop (the returned flag); a second one exits at once
-/// with status 130, as an interrupted program does.
-pub(crate) fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        // Registered first, so it sees the flag before this signal sets it.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
-    Ok(stop)
 }

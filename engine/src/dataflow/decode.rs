@@ -172,12 +172,6 @@ impl Place<'_> {
     }
 }
 
-/// Spreads a line or chunk over workers by its place in the input (consecutive chunks, and
-/// equal offsets of different Kafka partitions, land on different ones).
-pub fn spread_key(stream: u32, seq: u64) -> u64 {
-    spread(spread(u64::from(stream)) ^ seq)
-}
-
 /// Spreads a sequence number over workers (consecutive chunks land on different ones).
 pub fn spread(seq: u64) -> u64 {
     // splitmix64 finaliser.
@@ -240,7 +234,7 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, u64, RawChunk> {
         let pact = Exchange::new(|chunk: &RawChunk| {
             chunk
                 .reader
-                .map_or_else(|| spread_key(chunk.stream, chunk.first_seq), u64::from)
+                .map_or_else(|| spread(chunk.first_seq), u64::from)
         });
         self.unary(pact, "Decode", move |_cap, _info| {
             move |input, output| {

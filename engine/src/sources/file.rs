@@ -131,6 +131,10 @@ impl LineSource for FileSource {
         "file"
     }
 
+    fn replayable(&self) -> bool {
+        true
+    }
+
     fn poll(&mut self, max_lines: usize) -> Result<Poll, SourceError> {
         loop {
             if self.current.is_none() {

@@ -424,6 +424,10 @@ impl LineSource for KafkaSource {
         "kafka"
     }
 
+    fn replayable(&self) -> bool {
+        true
+    }
+
     fn poll(&mut self, max_lines: usize) -> Result<Poll, SourceError> {
         if !self.assigned {
             self.assign()?;

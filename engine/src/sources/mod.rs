@@ -105,6 +105,12 @@ pub trait LineSource {
     /// Backpressure for position-placed sources: hand out no line of `stream` at a position
     /// at or above `below` until a later call raises it (the source buffers or pauses).
     fn limit(&mut self, _stream: u32, _below: u64) {}
+    /// Whether what the source has not handed over yet outlives the process (files, Kafka:
+    /// a restart resumes from the checkpointed positions), so a graceful stop may end it at
+    /// once. Streams (stdin, TCP, ZeroMQ, the default) first hand over what they buffered.
+    fn replayable(&self) -> bool {
+        false
+    }
 }
 
 /// A source as named on the command line.
