@@ -9,9 +9,12 @@
 
 use operators::analyze::{AnalyzedLine, PreparedLine};
 use operators::mask::MaskedMessage;
-use operators::model::{LogRecord, ResultRecord, Tags};
+use operators::model::{
+    default_log_tags, is_default_tags, HeaderFields, LogRecord, ResultRecord, Tags,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 use crate::quarantine::QuarantineRecord;
 use crate::summary::LineFacts;
@@ -35,14 +38,16 @@ fn map_from_text<E: serde::de::Error>(text: &str) -> Result<Map<String, Value>, 
     serde_json::from_str(text).map_err(E::custom)
 }
 
-/// The fields of a [`LogRecord`] in order, maps as text.
+/// The fields of a [`LogRecord`] in order: maps as text, tags `None` when they are the
+/// defaults, header fields as their packed parts.
 type LogFields = (
     String,
     Option<String>,
     Option<String>,
     Option<String>,
     String,
-    Tags,
+    Option<Tags>,
+    (String, Vec<u32>),
     String,
 );
 
@@ -53,31 +58,37 @@ type LogFieldRefs<'a> = (
     &'a Option<String>,
     &'a Option<String>,
     String,
-    &'a Tags,
+    Option<&'a Tags>,
+    (&'a str, &'a [u32]),
     String,
 );
 
 fn log_fields<E: serde::ser::Error>(log: &LogRecord) -> Result<LogFieldRefs<'_>, E> {
+    let tags: &Tags = &log.tags;
     Ok((
         &log.message,
         &log.timestamp,
         &log.level,
         &log.id,
         map_text(&log.metadata)?,
-        &log.tags,
+        (!is_default_tags(tags)).then_some(tags),
+        log.header.as_parts(),
         map_text(&log.extra)?,
     ))
 }
 
 fn log_from_fields<E: serde::de::Error>(fields: LogFields) -> Result<LogRecord, E> {
-    let (message, timestamp, level, id, metadata, tags, extra) = fields;
+    let (message, timestamp, level, id, metadata, tags, (header_text, header_ends), extra) = fields;
+    let header = HeaderFields::from_parts(header_text, &header_ends)
+        .ok_or_else(|| E::custom("header field offsets do not fit their text"))?;
     Ok(LogRecord {
         message,
         timestamp,
         level,
         id,
         metadata: map_from_text(&metadata)?,
-        tags,
+        tags: tags.map_or_else(default_log_tags, Cow::Owned),
+        header,
         extra: map_from_text(&extra)?,
     })
 }
@@ -289,7 +300,12 @@ mod tests {
     fn packed_lines_round_trip_through_bincode() {
         use operators::analyze::{AnalyticsConfig, Preparer, ShardMiner};
         let mut record = LogRecord::from_message("took 15 ms from 10.0.0.1");
-        record.extra.insert("Pid".into(), serde_json::json!("42"));
+        record
+            .extra
+            .insert("host".into(), serde_json::json!("web-1"));
+        record.header.push("Pid", "42");
+        record.header.push("Component", "dfs.DataNode");
+        record.tags.to_mut().insert("service".into(), "db".into());
         record
             .metadata
             .insert("k".into(), serde_json::json!({"n": [1, 2]}));
@@ -314,11 +330,30 @@ mod tests {
             .unwrap()
             .prepare("app", LogRecord::from_message("x"));
         let bytes = bincode::serialize(&Packed(plain.clone())).unwrap();
-        assert_eq!(
-            bincode::deserialize::<Packed<PreparedLine>>(&bytes)
-                .unwrap()
-                .0,
-            plain
+        let back = bincode::deserialize::<Packed<PreparedLine>>(&bytes)
+            .unwrap()
+            .0;
+        assert_eq!(back, plain);
+        // Default tags stay shared rather than rebuilt per line.
+        assert!(matches!(back.record.tags, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn header_offsets_that_do_not_fit_are_an_error_not_a_panic() {
+        let fields: LogFields = (
+            "m".into(),
+            None,
+            None,
+            None,
+            String::new(),
+            None,
+            ("Pidü".into(), vec![3, 4]),
+            String::new(),
         );
+        let bytes = bincode::serialize(&fields).unwrap();
+        let err = bincode::deserialize::<LogFields>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|f| log_from_fields::<bincode::Error>(f).map_err(|e| e.to_string()));
+        assert!(err.is_err_and(|e| e.contains("header field offsets")));
     }
 }

@@ -81,7 +81,7 @@ impl JobRecord {
             .map_or(Level::Unknown, Level::parse);
         Ok(JobRecord {
             index: index.into(),
-            tags: Arc::new(result.log.tags.clone()),
+            tags: Arc::new(result.log.tags.clone().into_owned()),
             minute_ms: minute_window(timestamp_ms),
             timestamp_ms,
             risk_score: result.risk_score,
@@ -110,7 +110,9 @@ mod tests {
         let mut log = LogRecord::from_message("disk full on /dev/sda1");
         log.timestamp = timestamp.map(str::to_owned);
         log.level = level.map(str::to_owned);
-        log.tags.insert("service".to_owned(), "db".to_owned());
+        log.tags
+            .to_mut()
+            .insert("service".to_owned(), "db".to_owned());
         ResultRecord {
             log,
             template: "disk full on <*>".to_owned(),

@@ -10,10 +10,10 @@
 //! regex: fields also match line breaks, so a multi-line record keeps its whole message.
 
 use crate::level::Level;
-use crate::model::{LogRecord, RESULT_FIELDS};
+use crate::model::{HeaderFields, LogRecord, RESULT_FIELDS};
 use crate::timestamp;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -238,8 +238,10 @@ struct Roles {
     time: Option<usize>,
     day: Option<usize>,
     month: Option<usize>,
-    /// Per slot: whether the field is stored in `extra` (not `Content`, not a record key).
+    /// Per slot: whether the field is stored in the header (not `Content`, not a record key).
     stored: Vec<bool>,
+    /// Total length of the stored fields' names.
+    stored_name_bytes: usize,
 }
 
 impl Roles {
@@ -253,12 +255,15 @@ impl Roles {
             time: find("time"),
             day: find("day"),
             month: find("month"),
-            stored: names
-                .iter()
-                .map(|n| &**n != CONTENT && !is_reserved(n))
-                .collect(),
+            stored: names.iter().map(|n| is_stored(n)).collect(),
+            stored_name_bytes: names.iter().filter(|n| is_stored(n)).map(|n| n.len()).sum(),
         }
     }
+}
+
+/// Whether a field goes to the record's header fields: not `Content`, not a record key.
+fn is_stored(name: &str) -> bool {
+    name != CONTENT && !is_reserved(name)
 }
 
 /// A matched line seen through its format, without copying anything.
@@ -1027,13 +1032,13 @@ fn record_from(matched: &Matched) -> LogRecord {
     let mut record = LogRecord::from_message(matched.content());
     record.level = level_of(matched.role(roles.level));
     record.timestamp = timestamp_of(matched);
-    record.extra = Map::with_capacity(roles.stored.len());
+    let value_bytes = matched.line.len() - matched.content().len();
+    record.header =
+        HeaderFields::with_capacity(roles.stored.len(), roles.stored_name_bytes + value_bytes);
     for (slot, name) in matched.format.names.iter().enumerate() {
         let stored = roles.stored.get(slot).copied().unwrap_or(false);
         if let Some(value) = matched.value(slot).filter(|_| stored) {
-            record
-                .extra
-                .insert(String::from(&**name), Value::String(value.to_owned()));
+            record.header.push(name, value);
         }
     }
     record
@@ -1726,7 +1731,7 @@ mod tests {
     }
 
     fn extra(record: &LogRecord, key: &str) -> Option<Value> {
-        record.extra.get(key).cloned()
+        record.header.get(key).map(Value::from)
     }
 
     #[test]
@@ -1749,8 +1754,9 @@ mod tests {
                 "org.apache.hadoop.mapreduce.v2.app.MRAppMaster"
             ))
         );
-        assert_eq!(r.extra.len(), 5);
-        assert_eq!(r.tags, crate::model::default_tags());
+        assert_eq!(r.header.len(), 5);
+        assert!(r.extra.is_empty());
+        assert_eq!(*r.tags, crate::model::default_tags());
     }
 
     #[test]
@@ -1860,8 +1866,8 @@ mod tests {
         assert!(decoded.format_mismatch);
         assert_eq!(decoded.record.message, "free text");
         assert_eq!(
-            extra(&decoded.record, "format_mismatch"),
-            Some(Value::Bool(true))
+            decoded.record.extra.get("format_mismatch"),
+            Some(&Value::Bool(true))
         );
         assert_eq!(decoded.record.level, None);
         assert_eq!(decoded.record.timestamp, None);

@@ -1,20 +1,152 @@
 //! The logsight wire format: log batches, single logs and pipeline result records.
 //!
 //! Fields this crate does not know are kept in `extra` maps (serde `flatten`), so a record read
-//! and written back loses nothing.
+//! and written back loses nothing. Header fields parsed from raw lines live in the compact
+//! [`HeaderFields`] and default tags are shared, because every raw line has both.
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 /// Tag set of a log: key/value pairs such as `{"service": "api"}`.
 pub type Tags = BTreeMap<String, String>;
+
+/// The tags of one log: borrowed when they are the defaults, so the common case allocates
+/// nothing; [`Cow::to_mut`] gives an owned set to change.
+pub type LogTags = Cow<'static, Tags>;
+
+static DEFAULT_TAGS: LazyLock<Tags> = LazyLock::new(default_tags);
 
 /// The tags a log gets when it has none: `{"default": "default"}`, as in logsight.
 pub fn default_tags() -> Tags {
     let mut tags = Tags::new();
     tags.insert("default".to_owned(), "default".to_owned());
     tags
+}
+
+/// [`default_tags`] as a log's tags, shared instead of built.
+pub fn default_log_tags() -> LogTags {
+    Cow::Borrowed(&DEFAULT_TAGS)
+}
+
+/// Whether `tags` are the defaults (so a compact encoding can leave them out).
+pub fn is_default_tags(tags: &Tags) -> bool {
+    *tags == *DEFAULT_TAGS
+}
+
+/// The header fields of a raw line (`Date`, `Pid`, `Component`…) as (name, value) pairs in
+/// format order, written as top-level string keys of the log like `extra`.
+///
+/// Names and values sit back to back in one string, so a line's header costs one allocation
+/// instead of two strings and a map node per field. Reading JSON cannot tell header fields
+/// from unknown ones, so deserializing leaves this empty and the keys land in `extra`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderFields {
+    text: String,
+    /// End offset in `text` of each name and each value, alternating.
+    ends: SmallVec<[u32; 12]>,
+}
+
+impl HeaderFields {
+    /// Room for `fields` fields of `bytes` bytes of names and values in all.
+    pub fn with_capacity(fields: usize, bytes: usize) -> Self {
+        HeaderFields {
+            text: String::with_capacity(bytes),
+            ends: SmallVec::with_capacity(fields * 2),
+        }
+    }
+
+    /// Appends a field. Offsets are `u32`: a header beyond 4 GiB is cut at that size rather
+    /// than wrapped (lines that long are quarantined long before they get here).
+    pub fn push(&mut self, name: &str, value: &str) {
+        for part in [name, value] {
+            self.text.push_str(part);
+            self.ends
+                .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The fields as (name, value), in the order they were pushed.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let part = |start: u32, end: u32| self.text.get(start as usize..end as usize);
+        self.ends.chunks_exact(2).enumerate().map(move |(i, pair)| {
+            let start = if i == 0 { 0 } else { self.ends[2 * i - 1] };
+            (
+                part(start, pair[0]).unwrap_or_default(),
+                part(pair[0], pair[1]).unwrap_or_default(),
+            )
+        })
+    }
+
+    /// The value of field `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The packed form: the text and the end offsets (for compact wire formats).
+    pub fn as_parts(&self) -> (&str, &[u32]) {
+        (&self.text, &self.ends)
+    }
+
+    /// Rebuilds fields from [`HeaderFields::as_parts`]; `None` when the offsets do not fit
+    /// the text (a corrupt or foreign message).
+    pub fn from_parts(text: String, ends: &[u32]) -> Option<Self> {
+        let fits = ends.len().is_multiple_of(2)
+            && ends.windows(2).all(|w| w[0] <= w[1])
+            && ends.iter().all(|&e| text.is_char_boundary(e as usize))
+            && ends.last().is_none_or(|&e| e as usize == text.len());
+        fits.then(|| HeaderFields {
+            text,
+            ends: SmallVec::from_slice(ends),
+        })
+    }
+}
+
+impl Serialize for HeaderFields {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (name, value) in self.iter() {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderFields {
+    /// Consumes nothing: flattened, the log's unknown keys all go to `extra`.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(SkipEntries)?;
+        Ok(HeaderFields::default())
+    }
+}
+
+/// Reads a map and keeps nothing; flattened, it leaves every entry to the next field.
+struct SkipEntries;
+
+impl<'de> Visitor<'de> for SkipEntries {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
 }
 
 /// A batch of logs as sent by clients: `{"id","index","logs":[...],"metadata":{}}`.
@@ -43,8 +175,11 @@ pub struct LogRecord {
     pub id: Option<String>,
     #[serde(default)]
     pub metadata: Map<String, Value>,
-    #[serde(default = "default_tags")]
-    pub tags: Tags,
+    #[serde(default = "default_log_tags")]
+    pub tags: LogTags,
+    /// Fields parsed from the raw line's header (see [`HeaderFields`]).
+    #[serde(flatten)]
+    pub header: HeaderFields,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -58,7 +193,8 @@ impl LogRecord {
             level: None,
             id: None,
             metadata: Map::new(),
-            tags: default_tags(),
+            tags: default_log_tags(),
+            header: HeaderFields::default(),
             extra: Map::new(),
         }
     }
@@ -109,6 +245,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn header_fields_keep_order_and_serialize_as_top_level_keys() {
+        let mut log = LogRecord::from_message("m");
+        log.header.push("Date", "081109");
+        log.header.push("Pid", "");
+        log.header.push("Component", "dfs.DataNode$PacketResponder");
+        assert_eq!(log.header.len(), 3);
+        let fields: Vec<_> = log.header.iter().collect();
+        assert_eq!(
+            fields,
+            [
+                ("Date", "081109"),
+                ("Pid", ""),
+                ("Component", "dfs.DataNode$PacketResponder")
+            ]
+        );
+        assert_eq!(log.header.get("Pid"), Some(""));
+        assert_eq!(log.header.get("Level"), None);
+        let json = serde_json::to_value(&log).unwrap();
+        assert_eq!(json["Date"], "081109");
+        assert_eq!(json["Component"], "dfs.DataNode$PacketResponder");
+        assert_eq!(json["tags"]["default"], "default");
+        // Read back, the same keys are unknown fields: nothing is lost or duplicated.
+        let back: LogRecord = serde_json::from_value(json.clone()).unwrap();
+        assert!(back.header.is_empty());
+        assert_eq!(back.extra["Pid"], "");
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
+    }
+
+    #[test]
+    fn header_parts_are_checked_when_rebuilt() {
+        let mut h = HeaderFields::default();
+        h.push("Level", "INFO");
+        let (text, ends) = h.as_parts();
+        assert_eq!(HeaderFields::from_parts(text.into(), ends), Some(h.clone()));
+        assert_eq!(HeaderFields::from_parts("ab".into(), &[1]), None);
+        assert_eq!(HeaderFields::from_parts("ab".into(), &[2, 1]), None);
+        assert_eq!(HeaderFields::from_parts("ab".into(), &[1, 3]), None);
+        assert_eq!(HeaderFields::from_parts("abc".into(), &[1, 2]), None);
+        assert_eq!(HeaderFields::from_parts("ü".into(), &[1, 2]), None);
+        assert_eq!(
+            HeaderFields::from_parts(String::new(), &[]),
+            Some(HeaderFields::default())
+        );
+    }
+
+    #[test]
+    fn default_tags_are_shared_until_changed() {
+        let mut log = LogRecord::from_message("m");
+        assert!(matches!(log.tags, Cow::Borrowed(_)));
+        assert!(is_default_tags(&log.tags));
+        log.tags.to_mut().insert("service".into(), "db".into());
+        assert!(!is_default_tags(&log.tags));
+        assert_eq!(default_tags().len(), 1);
+    }
+
+    #[test]
     fn batches_keep_unknown_fields_and_default_tags() {
         let text = r#"{"id":"b1","index":"shop","source":"edge-7","metadata":{"k":1},
             "logs":[{"message":"hello","timestamp":"2021-01-01T00:00:00Z","level":"INFO",
@@ -116,7 +308,7 @@ mod tests {
             {"message":"bye","tags":{"service":"cart"}}]}"#;
         let batch: LogBatch = serde_json::from_str(text).unwrap();
         assert_eq!(batch.extra["source"], "edge-7");
-        assert_eq!(batch.logs[0].tags, default_tags());
+        assert_eq!(*batch.logs[0].tags, default_tags());
         assert_eq!(batch.logs[0].extra["host"], "web-1");
         assert_eq!(batch.logs[1].tags["service"], "cart");
         assert_eq!(batch.logs[1].timestamp, None);

@@ -152,6 +152,11 @@ impl Serialize for PipelineSource<'_> {
         }
         map.serialize_entry("metadata", &log.metadata)?;
         map.serialize_entry("tags", &log.tags)?;
+        for (k, v) in log.header.iter() {
+            if !RESULT_FIELDS.contains(&k) {
+                map.serialize_entry(k, v)?;
+            }
+        }
         for (k, v) in &log.extra {
             if !RESULT_FIELDS.contains(&k.as_str()) {
                 map.serialize_entry(k, v)?;
@@ -204,6 +209,14 @@ impl PipelineSource<'_> {
             string(out, v)?;
         }
         out.push(b'}');
+        for (k, v) in log.header.iter() {
+            if !RESULT_FIELDS.contains(&k) {
+                out.push(b',');
+                string(out, k)?;
+                out.push(b':');
+                string(out, v)?;
+            }
+        }
         for (k, v) in &log.extra {
             if !RESULT_FIELDS.contains(&k.as_str()) {
                 out.push(b',');
@@ -338,15 +351,22 @@ mod tests {
         tricky.log.timestamp = Some("2015-10-18T18:01:47.978Z".into());
         tricky.log.level = Some("ERROR".into());
         tricky.log.id = Some("id-\"1\"".into());
-        tricky.log.tags.insert("svc\n".into(), "a\"b".into());
+        tricky
+            .log
+            .tags
+            .to_mut()
+            .insert("svc\n".into(), "a\"b".into());
         tricky
             .log
             .metadata
             .insert("k".into(), serde_json::json!({"n": [1, 2.5, null]}));
+        tricky.log.header.push("Component", "dfs.\"DataNode\"\t");
+        tricky.log.header.push("Pid", "");
         tricky
             .log
-            .extra
-            .insert("Component".into(), "dfs.\"DataNode\"".into());
+            .header
+            .push("level", "shadowed by the record's own key, dropped");
+        tricky.log.extra.insert("host".into(), "web-\u{1}".into());
         tricky
             .log
             .extra
@@ -361,10 +381,13 @@ mod tests {
             };
             let mut fast = Vec::new();
             view.write_json(&mut fast).unwrap();
-            assert_eq!(
-                String::from_utf8(fast).unwrap(),
-                serde_json::to_string(&view).unwrap()
-            );
+            let fast = String::from_utf8(fast).unwrap();
+            assert_eq!(fast, serde_json::to_string(&view).unwrap());
+            let doc: serde_json::Value = serde_json::from_str(&fast).unwrap();
+            for (k, v) in r.log.header.iter().filter(|(k, _)| *k != "level") {
+                assert_eq!(doc[k], v, "header field {k} in {fast}");
+            }
+            assert_eq!(fast.matches("\"level\"").count(), 1, "{fast}");
         }
     }
 
