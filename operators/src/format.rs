@@ -165,7 +165,10 @@ impl LogFormat {
 
     /// Matches the trimmed `line`, filling `spans` (one per field); returns the trimmed line.
     fn match_into<'a>(&self, line: &'a str, spans: &mut [Span]) -> Option<&'a str> {
-        let line = line.trim();
+        let line = trim(line);
+        if self.match_first_choices(line, spans) {
+            return Some(line);
+        }
         let budget = STEP_BUDGET_BASE + line.len() / STEP_BUDGET_BYTES_PER_STEP;
         self.match_with_budget(line, spans, budget)
     }
@@ -202,6 +205,97 @@ impl LogFormat {
         found.then_some(line)
     }
 
+    /// The match of the trimmed `line` when no step has to be undone: follows the first
+    /// choice of every step (a field's first possible end, a whitespace run's longest length,
+    /// an optional group taken unless its first step cannot start) and gives up at the first
+    /// step that fails. [`Matcher::run`] tries choices in this same order, so a path that
+    /// reaches `End` is exactly the match it would find, without its recursion, step counting
+    /// and [`LogFormat::may_match`] pass. `false` decides nothing: the caller then runs the
+    /// backtracking matcher.
+    fn match_first_choices(&self, line: &str, spans: &mut [Span]) -> bool {
+        let ops = &self.ops;
+        let bytes = line.as_bytes();
+        let mut pc = 0;
+        let mut pos = 0;
+        loop {
+            match ops.get(pc) {
+                None => return false,
+                Some(Op::End) => return pos == bytes.len(),
+                Some(Op::Lit(lit)) => {
+                    if !starts_with_at(bytes, pos, lit) {
+                        return false;
+                    }
+                    pos += lit.len();
+                    pc += 1;
+                }
+                Some(Op::Ws) => {
+                    let end = scan_whitespace_run_end(line, pos);
+                    if end == pos {
+                        return false;
+                    }
+                    pos = end;
+                    pc += 1;
+                }
+                Some(&Op::Field(slot)) => {
+                    let Some(span) = spans.get_mut(slot) else {
+                        return false;
+                    };
+                    // The first end `Matcher::field` tries. When the next step is what that
+                    // end was found by, it matches there by construction and is done here too.
+                    match ops.get(pc + 1) {
+                        Some(Op::End) => {
+                            *span = Some((pos, bytes.len()));
+                            return true;
+                        }
+                        Some(Op::Lit(lit)) => {
+                            let Some(at) = scan_lit(bytes, pos, lit) else {
+                                return false;
+                            };
+                            *span = Some((pos, at));
+                            pos = at + lit.len();
+                            pc += 2;
+                        }
+                        Some(Op::Ws) => {
+                            let Some(at) = scan_whitespace(line, pos) else {
+                                return false;
+                            };
+                            *span = Some((pos, at));
+                            pos = scan_whitespace_run_end(line, at);
+                            pc += 2;
+                        }
+                        _ => {
+                            let end = (pos..=bytes.len()).find(|&at| {
+                                line.is_char_boundary(at) && can_start(ops, line, pc + 1, at)
+                            });
+                            let Some(end) = end else {
+                                return false;
+                            };
+                            *span = Some((pos, end));
+                            pos = end;
+                            pc += 1;
+                        }
+                    }
+                }
+                Some(&Op::Split {
+                    skip,
+                    first_slot,
+                    end_slot,
+                }) => {
+                    if can_start(ops, line, pc + 1, pos) {
+                        pc += 1;
+                    } else {
+                        // The group fails at its first step, before any choice inside it, so
+                        // skipping it is the matcher's next (and only) choice.
+                        if let Some(group) = spans.get_mut(first_slot..end_slot) {
+                            group.fill(None);
+                        }
+                        pc = skip;
+                    }
+                }
+            }
+        }
+    }
+
     /// Quick rejection (a necessary condition): the literal/whitespace runs outside groups
     /// must occur in order. Each is placed at its earliest end, which never rules out a match.
     fn may_match(&self, line: &str) -> bool {
@@ -213,6 +307,15 @@ impl LogFormat {
             }
         }
         true
+    }
+}
+
+/// `line.trim()`, without decoding characters when both ends are ASCII other than whitespace
+/// (the usual log line): then nothing is trimmed.
+fn trim(line: &str) -> &str {
+    match line.as_bytes() {
+        [0x21..=0x7F, .., 0x21..=0x7F] | [0x21..=0x7F] => line,
+        _ => line.trim(),
     }
 }
 
@@ -463,6 +566,123 @@ fn find_lit(line: &str, from: usize, lit: &str) -> Option<usize> {
     None
 }
 
+/// Whether `lit` occurs in `bytes` at `pos`.
+fn starts_with_at(bytes: &[u8], pos: usize, lit: &str) -> bool {
+    let lit = lit.as_bytes();
+    // A byte loop: formats' literals are a few bytes, shorter than a `memcmp` call.
+    let here = pos
+        .checked_add(lit.len())
+        .and_then(|end| bytes.get(pos..end));
+    here.is_some_and(|here| here.iter().zip(lit).all(|(a, b)| a == b))
+}
+
+/// Eight bytes of `bytes` from `at` as a little-endian word (first byte lowest), if there are
+/// eight.
+fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let chunk: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(chunk))
+}
+
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The index of the first byte of `word` whose high bit `flags` sets.
+fn first_flagged(flags: u64) -> usize {
+    // At most 7, so the cast is lossless.
+    (flags.trailing_zeros() / 8) as usize
+}
+
+/// The same as [`find_lit`], eight bytes per step: fields are often longer than the few
+/// instructions a word costs.
+fn scan_lit(bytes: &[u8], from: usize, lit: &str) -> Option<usize> {
+    let needle = lit.as_bytes();
+    let first = *needle.first()?;
+    let pattern = LOW_BITS.wrapping_mul(u64::from(first));
+    let mut start = from;
+    loop {
+        let at = match word_at(bytes, start) {
+            Some(word) => {
+                // Zero bytes of `word ^ pattern` are copies of `first`. The borrow of the
+                // subtraction can flag bytes after a real one, never before it, so the first
+                // flag is exact.
+                let x = word ^ pattern;
+                let flags = x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS;
+                if flags == 0 {
+                    start += 8;
+                    continue;
+                }
+                start + first_flagged(flags)
+            }
+            None => start + bytes.get(start..)?.iter().position(|&b| b == first)?,
+        };
+        if starts_with_at(bytes, at, lit) {
+            return Some(at);
+        }
+        start = at + 1;
+    }
+}
+
+/// The same as [`next_whitespace`], eight bytes per step.
+fn scan_whitespace(line: &str, from: usize) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let mut start = from;
+    loop {
+        let at = match word_at(bytes, start) {
+            Some(word) => {
+                // Candidates: bytes below 0x21 (ASCII whitespace among them; borrows flag
+                // only after a real one, as in `scan_lit`) or from 0xC0 (UTF-8 lead bytes,
+                // bits 7 and 6 both set). A superset of `MAY_START_WHITESPACE`.
+                let low = word.wrapping_sub(LOW_BITS.wrapping_mul(0x21)) & !word & HIGH_BITS;
+                let lead = word & (word << 1) & HIGH_BITS;
+                let flags = low | lead;
+                if flags == 0 {
+                    start += 8;
+                    continue;
+                }
+                start + first_flagged(flags)
+            }
+            None => {
+                let tail = bytes.get(start..)?;
+                start
+                    + tail
+                        .iter()
+                        .position(|&b| MAY_START_WHITESPACE[usize::from(b)])?
+            }
+        };
+        if is_whitespace_at(line, at) {
+            return Some(at);
+        }
+        start = at + 1;
+    }
+}
+
+/// `whitespace_len_at(line, pos) > 0`, with ASCII decided inline.
+#[inline]
+fn is_whitespace_at(line: &str, pos: usize) -> bool {
+    match line.as_bytes().get(pos) {
+        Some(b'\t'..=b'\r' | b' ') => true,
+        Some(b) if *b >= 0x80 => whitespace_len_at(line, pos) > 0,
+        _ => false,
+    }
+}
+
+/// The same as [`whitespace_run_end`], with ASCII decided inline: formats' separators are
+/// mostly single spaces.
+#[inline]
+fn scan_whitespace_run_end(line: &str, mut pos: usize) -> usize {
+    let bytes = line.as_bytes();
+    loop {
+        match bytes.get(pos) {
+            Some(b'\t'..=b'\r' | b' ') => pos += 1,
+            Some(b) if *b >= 0x80 => match whitespace_len_at(line, pos) {
+                0 => return pos,
+                len => pos += len,
+            },
+            _ => return pos,
+        }
+    }
+}
+
 /// Byte length of the character at `pos` (1 past the end, to always make progress).
 fn char_len_at(line: &str, pos: usize) -> usize {
     line.get(pos..)
@@ -675,17 +895,7 @@ impl Matcher<'_> {
     /// A cheap necessary condition for step `pc` to match at `pos`: its first byte fits.
     /// Lets a field before a group skip most positions without a backtracking step.
     fn can_start(&self, pc: usize, pos: usize) -> bool {
-        match self.ops.get(pc) {
-            Some(Op::Lit(lit)) => self.line.as_bytes().get(pos) == lit.as_bytes().first(),
-            Some(Op::Ws) => whitespace_len_at(self.line, pos) > 0,
-            Some(Op::End) => pos == self.line.len(),
-            Some(Op::Field(_)) => true,
-            Some(Op::Split { skip, .. }) => {
-                // Groups are not nested, so this recurses at most once more.
-                self.can_start(pc + 1, pos) || self.can_start(*skip, pos)
-            }
-            None => false,
-        }
+        can_start(self.ops, self.line, pc, pos)
     }
 
     /// Ends the field in `slot` at `end` and matches the rest.
@@ -700,6 +910,22 @@ impl Matcher<'_> {
             *span = Some((start, end));
         }
         self.run(pc + 1, end)
+    }
+}
+
+/// A cheap necessary condition for step `pc` of `ops` to match `line` at `pos`: its first
+/// byte fits.
+fn can_start(ops: &[Op], line: &str, pc: usize, pos: usize) -> bool {
+    match ops.get(pc) {
+        Some(Op::Lit(lit)) => line.as_bytes().get(pos) == lit.as_bytes().first(),
+        Some(Op::Ws) => whitespace_len_at(line, pos) > 0,
+        Some(Op::End) => pos == line.len(),
+        Some(Op::Field(_)) => true,
+        Some(Op::Split { skip, .. }) => {
+            // Groups are not nested, so this recurses at most once more.
+            can_start(ops, line, pc + 1, pos) || can_start(ops, line, *skip, pos)
+        }
+        None => false,
     }
 }
 
@@ -1910,5 +2136,240 @@ mod tests {
         let r = to_record(Some(&set), "éx ü y").record;
         assert_eq!(r.message, "y");
         assert_eq!(extra(&r, "A"), Some(Value::from("x ")));
+    }
+
+    /// What the backtracking matcher (with its usual budget) finds on `line`, trimmed as
+    /// `str::trim` does.
+    fn general_spans(format: &LogFormat, line: &str) -> Option<Vec<Span>> {
+        let line = line.trim();
+        let budget = STEP_BUDGET_BASE + line.len() / STEP_BUDGET_BYTES_PER_STEP;
+        let mut spans = vec![Some((usize::MAX, usize::MAX)); format.names.len()];
+        format.match_with_budget(line, &mut spans, budget)?;
+        Some(spans)
+    }
+
+    /// What the first-choice path alone finds; `None` also when it defers.
+    fn first_choice_spans(format: &LogFormat, line: &str) -> Option<Vec<Span>> {
+        // Stale values, so a slot the path forgets to set shows.
+        let mut spans = vec![Some((usize::MAX, usize::MAX)); format.names.len()];
+        format
+            .match_first_choices(line.trim(), &mut spans)
+            .then_some(spans)
+    }
+
+    /// Checks the first-choice path and `match_into` against the backtracking matcher on one
+    /// line; returns whether the first-choice path decided it.
+    fn assert_same_as_general(format: &LogFormat, line: &str) -> bool {
+        let spec = format.spec();
+        let want = general_spans(format, line);
+        let first = first_choice_spans(format, line);
+        if first.is_some() {
+            assert_eq!(first, want, "first choices, {spec}: {line:?}");
+        }
+        let mut spans = vec![Some((usize::MAX, usize::MAX)); format.names.len()];
+        let got = format.match_into(line, &mut spans).map(|trimmed| {
+            assert_eq!(trimmed, line.trim(), "{spec}: {line:?}");
+            spans
+        });
+        assert_eq!(got, want, "match_into, {spec}: {line:?}");
+        first.is_some()
+    }
+
+    /// Every format this module knows: Loghub's, the built-in ones and some with groups and
+    /// adjacent fields.
+    fn all_formats() -> Vec<LogFormat> {
+        let mut specs: Vec<String> = builtin_formats().into_values().collect();
+        specs.extend(LOGHUB.iter().map(|(_, spec)| (*spec).to_owned()));
+        specs.extend(
+            [
+                "<A>:<B> <Content>",
+                "<A><B>-<Content>",
+                r"\[<A>\] <B>(\[<C>\])?: <Content>",
+                r"<A>( \(<B>\))?: <Content>",
+                "x <A>  <B>,<Content>",
+                "<Content> end",
+                "<A>:( <B>)?<Content>",
+                "<A>(<B>)?<C> <Content>",
+                "<A> ( <B>)?<Content>",
+                "<A>: :<B> <Content>",
+                "é<A>ü <Content>",
+            ]
+            .map(str::to_owned),
+        );
+        specs.iter().map(|spec| compile(spec)).collect()
+    }
+
+    #[test]
+    fn first_choices_equal_the_backtracking_matcher_on_loghub() {
+        let formats = all_formats();
+        for (name, spec) in LOGHUB {
+            let own = compile(spec);
+            let (log, _) = load(name);
+            let mut decided = 0;
+            for line in log.lines() {
+                decided += usize::from(assert_same_as_general(&own, line));
+                for format in &formats {
+                    assert_same_as_general(format, line);
+                }
+            }
+            // On its own format nearly every line needs no backtracking; if this drops, the
+            // fast path stopped working even though the results still agree.
+            assert!(decided >= 1990, "{name}: {decided} of 2000");
+        }
+    }
+
+    /// A small deterministic generator (xorshift64).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            // `n` is small, so the remainder fits.
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// A character boundary of `line`, chosen at random.
+    fn boundary(rng: &mut Rng, line: &str) -> usize {
+        let mut at = rng.below(line.len() + 1);
+        while !line.is_char_boundary(at) {
+            at -= 1;
+        }
+        at
+    }
+
+    /// Separators and whitespace (ASCII and not) that make fields and runs ambiguous.
+    const NOISE: [&str; 24] = [
+        " ", "  ", "\t", "\n", "\r\n", ":", ": ", "[", "]", "(", ")", "-", " - ", ",", "@", "|",
+        "\u{a0}", "\u{85}", "\u{3000}", "\u{2028}", "\u{1680}", "é", "\u{1c}", "\0",
+    ];
+
+    /// `line` with a few random insertions, deletions, cuts and end padding.
+    fn mutate(rng: &mut Rng, line: &str) -> String {
+        let mut out = line.to_owned();
+        for _ in 0..=rng.below(3) {
+            match rng.below(5) {
+                0 | 1 => {
+                    let at = boundary(rng, &out);
+                    out.insert_str(at, NOISE[rng.below(NOISE.len())]);
+                }
+                2 => {
+                    let at = boundary(rng, &out);
+                    if let Some(c) = out[at..].chars().next() {
+                        out.replace_range(at..at + c.len_utf8(), "");
+                    }
+                }
+                3 => {
+                    let at = boundary(rng, &out);
+                    out.truncate(at);
+                }
+                _ => {
+                    let pad = NOISE[rng.below(3)];
+                    out = if rng.below(2) == 0 {
+                        format!("{pad}{out}")
+                    } else {
+                        format!("{out}{pad}")
+                    };
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn first_choices_equal_the_backtracking_matcher_on_mutated_lines() {
+        let formats = all_formats();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut decided, mut deferred) = (0, 0);
+        for (name, spec) in LOGHUB {
+            let own = compile(spec);
+            let (log, _) = load(name);
+            for line in log.lines().step_by(4) {
+                let mutated = mutate(&mut rng, line);
+                if assert_same_as_general(&own, &mutated) {
+                    decided += 1;
+                } else {
+                    deferred += 1;
+                }
+                let other = &formats[rng.below(formats.len())];
+                assert_same_as_general(other, &mutated);
+            }
+        }
+        // Both outcomes must be exercised.
+        assert!(decided > 1000 && deferred > 500, "{decided} {deferred}");
+    }
+
+    #[test]
+    fn first_choices_equal_the_backtracking_matcher_on_generated_lines() {
+        let formats = all_formats();
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let alphabet: Vec<&str> = NOISE
+            .iter()
+            .copied()
+            .chain(["a", "b7", "x", "end", "ü"])
+            .collect();
+        let mut decided = 0;
+        for format in &formats {
+            for _ in 0..1500 {
+                let line: String = (0..rng.below(16))
+                    .map(|_| alphabet[rng.below(alphabet.len())])
+                    .collect();
+                decided += usize::from(assert_same_as_general(format, &line));
+            }
+        }
+        assert!(decided > 2000, "{decided}");
+    }
+
+    #[test]
+    fn word_scans_equal_the_byte_scans() {
+        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        let pieces = [
+            "a",
+            "b",
+            " ",
+            "\t",
+            ":",
+            "\u{a0}",
+            "\u{3000}",
+            "\u{2028}",
+            "é",
+            "\u{10FFFF}",
+            "\u{1f}",
+            "!",
+            "\u{7f}",
+            "\u{c0}",
+            "ab:",
+        ];
+        for _ in 0..3000 {
+            let line: String = (0..rng.below(40))
+                .map(|_| pieces[rng.below(pieces.len())])
+                .collect();
+            assert_eq!(trim(&line), line.trim(), "{line:?}");
+            for from in (0..=line.len()).filter(|&i| line.is_char_boundary(i)) {
+                assert_eq!(
+                    scan_whitespace(&line, from),
+                    next_whitespace(&line, from),
+                    "{line:?} {from}"
+                );
+                assert_eq!(
+                    scan_whitespace_run_end(&line, from),
+                    whitespace_run_end(&line, from),
+                    "{line:?} {from}"
+                );
+                for lit in [":", "ab:", "\u{a0}", "é", " :"] {
+                    assert_eq!(
+                        scan_lit(line.as_bytes(), from, lit),
+                        find_lit(&line, from, lit),
+                        "{line:?} {from} {lit:?}"
+                    );
+                }
+            }
+        }
     }
 }
