@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod dataflow;
+pub mod durability;
 pub mod jobs;
 pub mod metrics;
 pub mod pipeline;

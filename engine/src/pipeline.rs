@@ -51,6 +51,7 @@ use crate::dataflow::decode::{Decode, Decoder};
 use crate::dataflow::mine_templates::{MineTemplates, MinerCheckpoint, MinerGauge};
 use crate::dataflow::score::Score;
 use crate::dataflow::write::{Write, Writer};
+use crate::durability::Durability;
 use crate::metrics::Metrics;
 use crate::sinks::local_store::LocalStore;
 use crate::sinks::stdout::StdoutSink;
@@ -261,12 +262,15 @@ fn run_worker_inner(
         .map(|_| Box::new(StdoutSink::new()) as Box<dyn Sink>)
         .collect();
     others.extend(crate::connectors::open_sinks(config, index)?);
+    let durability = Durability::spawn(index, Some(checkpoints.clone()))
+        .map_err(|e| PipelineError::Setup(format!("starting the durability thread: {e}")))?;
     let writer = Writer {
         worker: index,
         store,
         store_pipeline: run.sinks.contains(&SinkKind::Local),
         others,
         checkpoints: Some(checkpoints.clone()),
+        durability: Some(durability.clone()),
         metrics: Arc::clone(&shared.metrics),
     };
 
@@ -282,6 +286,7 @@ fn run_worker_inner(
         let miner_checkpoint = MinerCheckpoint {
             checkpoints: Some(checkpoints.clone()),
             worker: index,
+            durability: Some(durability),
         };
         let gauge = MinerGauge::default();
         let ((chunks, chunk_cap), stream) = scope.new_unordered_input::<RawChunk>();

@@ -3,6 +3,7 @@
 //! number of workers or processes, and template ids match a single-threaded run exactly.
 
 use crate::checkpoint::Checkpoints;
+use crate::durability::Durability;
 use crate::wire::{Decoded, Output, OutputLine, Packed};
 use operators::analyze::ShardMiner;
 use std::cell::RefCell;
@@ -18,6 +19,8 @@ use timely::dataflow::StreamVec;
 pub struct MinerCheckpoint {
     pub checkpoints: Option<Checkpoints>,
     pub worker: usize,
+    /// Writes the snapshots off the worker thread; `None` writes them inline.
+    pub durability: Option<Durability>,
 }
 
 impl MinerCheckpoint {
@@ -30,7 +33,13 @@ impl MinerCheckpoint {
         let Some(checkpoints) = &self.checkpoints else {
             return;
         };
-        if let Err(e) = checkpoints.write_miner(self.worker, epoch, &miner.miner().snapshot()) {
+        let snapshot = miner.miner().snapshot();
+        if let Some(durability) = &self.durability {
+            // Written before this worker's commit of `epoch`, which waits for it.
+            durability.miner(epoch, snapshot);
+            return;
+        }
+        if let Err(e) = checkpoints.write_miner(self.worker, epoch, &snapshot) {
             // Without the snapshot a restart could not reproduce template ids: stop; a restart
             // resumes from the last committed epoch.
             tracing::error!(

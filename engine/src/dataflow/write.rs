@@ -1,17 +1,19 @@
 //! Write: the sink operator. Buffers each epoch until its input frontier passes it, writes the
-//! epoch's documents to every sink, commits the sinks (fsync), records the worker's checkpoint
-//! state, and only then lets its output frontier pass the epoch. Its output carries per-epoch
-//! statistics, so a probe on it tells when an epoch is durable on every worker.
+//! epoch's documents to every sink, commits the sinks, has the durability thread fsync the
+//! store and record the worker's checkpoint state, and only then lets its output frontier pass
+//! the epoch. Its output carries per-epoch statistics, so a probe on it tells when an epoch is
+//! durable on every worker.
 
 use crate::checkpoint::{Checkpoints, WorkerState, VERSION};
 use crate::dataflow::mine_templates::MinerGauge;
+use crate::durability::{Committed, Durability};
 use crate::metrics::Metrics;
-use crate::sinks::local_store::LocalStore;
+use crate::sinks::local_store::{LocalStore, PendingSync};
 use crate::sinks::{DocKind, DocRef, PipelineSource, Sink, SinkError};
 use crate::summary::{EpochStats, LineFacts, StatsBuilder};
 use crate::wire::{DocLine, Output, OutputLine};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{mpsc, Arc};
 use thiserror::Error;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -36,17 +38,27 @@ pub struct Writer {
     pub store_pipeline: bool,
     pub others: Vec<Box<dyn Sink>>,
     pub checkpoints: Option<Checkpoints>,
+    /// Where the store fsync and the state file go; `None` does them inline.
+    pub durability: Option<Durability>,
     pub metrics: Arc<Metrics>,
 }
 
+/// An epoch written and flushed, not yet durable.
+pub struct FlushedEpoch {
+    pub files: PendingSync,
+    /// The state file to write once `files` are synced (with checkpoints only).
+    pub state: Option<WorkerState>,
+}
+
 impl Writer {
-    /// Writes one complete epoch, commits, and records the checkpoint state.
+    /// Writes one complete epoch to every sink and commits the others; the local store is
+    /// flushed but left for [`FlushedEpoch`] to make durable.
     fn write_epoch(
         &mut self,
         epoch: u64,
         items: Vec<Output>,
         stats: &mut StatsBuilder,
-    ) -> Result<(), WriteError> {
+    ) -> Result<FlushedEpoch, WriteError> {
         let mut renderer = Renderer::default();
         let (mut pipeline, mut quarantined) = (0u64, 0u64);
         for item in items {
@@ -82,7 +94,7 @@ impl Writer {
             stats.line(&line.facts);
             pipeline += 1;
         }
-        let lengths = self.store.commit()?;
+        let (lengths, files) = self.store.flush_commit()?;
         for sink in &mut self.others {
             sink.commit()?;
             self.metrics.lines_out(sink.name(), pipeline);
@@ -91,15 +103,33 @@ impl Writer {
             self.metrics.lines_out("local", pipeline);
         }
         self.metrics.lines_out("quarantine", quarantined);
-        if let Some(checkpoints) = &self.checkpoints {
-            let state = WorkerState {
-                version: VERSION,
-                epoch: Some(epoch),
-                store: lengths,
-            };
-            checkpoints.write_state(self.worker, &state)?;
+        let state = self.checkpoints.as_ref().map(|_| WorkerState {
+            version: VERSION,
+            epoch: Some(epoch),
+            store: lengths,
+        });
+        Ok(FlushedEpoch { files, state })
+    }
+
+    /// Makes a flushed epoch durable on this thread.
+    fn finish_inline(&self, flushed: FlushedEpoch) -> Result<(), WriteError> {
+        flushed.files.sync()?;
+        if let (Some(checkpoints), Some(state)) = (&self.checkpoints, &flushed.state) {
+            checkpoints.write_state(self.worker, state)?;
         }
         Ok(())
+    }
+
+    /// Stops the process: the store can no longer be trusted to match the checkpoint, and a
+    /// restart resumes from the last durable epoch.
+    fn fail(&self, epoch: u64, error: &dyn std::fmt::Display) -> ! {
+        self.metrics.error();
+        tracing::error!(
+            "worker {}: writing epoch {epoch} failed: {error}",
+            self.worker
+        );
+        eprintln!("logsight: writing epoch {epoch} failed: {error}");
+        std::process::exit(2);
     }
 }
 
@@ -177,6 +207,7 @@ pub trait Write<'scope> {
     ///         store_pipeline: true,
     ///         others: vec![],
     ///         checkpoints: None,
+    ///         durability: None,
     ///         metrics: Arc::new(Metrics::default()),
     ///     };
     ///     vec![Output::Bad(SeqKey { stream: 0, seq: 0, sub: 0 }, Box::new(bad))].to_stream(scope).container::<Vec<_>>()
@@ -192,42 +223,75 @@ pub trait Write<'scope> {
 
 impl<'scope> Write<'scope> for StreamVec<'scope, u64, Output> {
     fn write(self, mut writer: Writer, gauge: MinerGauge) -> StreamVec<'scope, u64, EpochStats> {
-        self.unary_frontier(Pipeline, "Write", move |cap, _info| {
+        let worker = self.scope().worker();
+        self.unary_frontier(Pipeline, "Write", move |cap, info| {
             // Held at the oldest epoch not yet durable here: downstream frontiers (the probe)
             // cannot pass an epoch before its documents and state are on disk.
             let mut hold = Some(cap);
             let mut pending: BTreeMap<u64, Vec<Output>> = BTreeMap::new();
             let mut stats = StatsBuilder::default();
+            // Epochs handed to the durability thread, oldest first, with their statistics.
+            let mut awaiting: VecDeque<(u64, EpochStats)> = VecDeque::new();
+            let (done_tx, done_rx) = mpsc::channel::<Committed>();
+            let wake = worker.sync_activator_for(info.address.to_vec());
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     if let Some(time) = cap.least().copied() {
                         pending.entry(time).or_default().append(data);
                     }
                 });
+                while let Ok(done) = done_rx.try_recv() {
+                    if let Err(e) = &done.result {
+                        writer.fail(done.epoch, e);
+                    }
+                    match awaiting.pop_front() {
+                        Some((epoch, epoch_stats)) if epoch == done.epoch => {
+                            if let Some(h) = &hold {
+                                output.session(&h.delayed(&epoch)).give(epoch_stats);
+                            }
+                        }
+                        _ => writer.fail(done.epoch, &"commits were reported out of order"),
+                    }
+                }
                 while let Some((&epoch, _)) = pending.first_key_value() {
                     if frontier.less_equal(&epoch) {
                         break;
                     }
                     let items = pending.remove(&epoch).unwrap_or_default();
-                    if let Err(e) = writer.write_epoch(epoch, items, &mut stats) {
-                        // The store can no longer be trusted to match the checkpoint: stop
-                        // here; a restart resumes from the last durable epoch.
-                        writer.metrics.error();
-                        tracing::error!(
-                            "worker {}: writing epoch {epoch} failed: {e}",
-                            writer.worker
-                        );
-                        eprintln!("logsight: writing epoch {epoch} failed: {e}");
-                        std::process::exit(2);
-                    }
+                    let flushed = writer
+                        .write_epoch(epoch, items, &mut stats)
+                        .unwrap_or_else(|e| writer.fail(epoch, &e));
                     let templates = gauge.templates() as u64;
                     let epoch_stats = stats.finish(writer.worker, epoch, templates);
-                    if let Some(h) = &hold {
-                        output.session(&h.delayed(&epoch)).give(epoch_stats);
+                    match &writer.durability {
+                        Some(durability) => {
+                            let (tx, wake) = (done_tx.clone(), wake.clone());
+                            let queued = durability.commit(epoch, flushed.files, flushed.state, {
+                                move |done| {
+                                    let _ = tx.send(done);
+                                    let _ = wake.activate();
+                                }
+                            });
+                            if !queued {
+                                writer.fail(epoch, &"the durability thread is gone");
+                            }
+                            awaiting.push_back((epoch, epoch_stats));
+                        }
+                        None => {
+                            if let Err(e) = writer.finish_inline(flushed) {
+                                writer.fail(epoch, &e);
+                            }
+                            if let Some(h) = &hold {
+                                output.session(&h.delayed(&epoch)).give(epoch_stats);
+                            }
+                        }
                     }
                 }
-                match frontier.frontier().first() {
-                    Some(&f) => {
+                // Not past the input frontier, nor past the oldest epoch still being synced.
+                let input_front = frontier.frontier().first().copied();
+                let oldest_awaited = awaiting.front().map(|(e, _)| *e);
+                match input_front.into_iter().chain(oldest_awaited).min() {
+                    Some(f) => {
                         if let Some(h) = hold.as_mut() {
                             if *h.time() < f {
                                 h.downgrade(&f);

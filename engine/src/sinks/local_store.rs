@@ -201,6 +201,48 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// The first half of [`Sink::commit`]: flushes every file and returns the lengths to
+    /// checkpoint with the files still to fsync, so the fsync can run on another thread.
+    pub fn flush_commit(&mut self) -> Result<(SinkState, PendingSync), SinkError> {
+        let last = self.last.take();
+        self.settle(last);
+        let mut files = Vec::with_capacity(self.open.len());
+        for (name, w) in &mut self.open {
+            w.flush().map_err(|e| SinkError::io(name, e))?;
+            let file = w
+                .get_ref()
+                .try_clone()
+                .map_err(|e| SinkError::io(name, e))?;
+            files.push((name.clone(), file));
+        }
+        // A new day starts new files; the old ones stay in the state until retention.
+        let day = today();
+        if day != self.day {
+            self.open.clear();
+            self.names.clear();
+            self.day = day;
+        }
+        Ok((self.lengths.clone(), PendingSync { files }))
+    }
+}
+
+/// Store files flushed by [`LocalStore::flush_commit`], not yet fsynced.
+#[derive(Debug, Default)]
+pub struct PendingSync {
+    files: Vec<(String, File)>,
+}
+
+impl PendingSync {
+    /// Makes the flushed data durable.
+    pub fn sync(self) -> Result<(), SinkError> {
+        for (name, file) in self.files {
+            file.sync_data().map_err(|e| SinkError::io(name, e))?;
+        }
+        Ok(())
+    }
+}
+
 impl Sink for LocalStore {
     fn name(&self) -> &str {
         "local"
@@ -237,22 +279,9 @@ impl Sink for LocalStore {
     }
 
     fn commit(&mut self) -> Result<SinkState, SinkError> {
-        let last = self.last.take();
-        self.settle(last);
-        for (name, w) in &mut self.open {
-            w.flush().map_err(|e| SinkError::io(name, e))?;
-            w.get_ref()
-                .sync_data()
-                .map_err(|e| SinkError::io(name, e))?;
-        }
-        // A new day starts new files; the old ones stay in the state until retention.
-        let day = today();
-        if day != self.day {
-            self.open.clear();
-            self.names.clear();
-            self.day = day;
-        }
-        Ok(self.lengths.clone())
+        let (lengths, files) = self.flush_commit()?;
+        files.sync()?;
+        Ok(lengths)
     }
 
     fn restore(&mut self, state: Option<&SinkState>) -> Result<(), SinkError> {
