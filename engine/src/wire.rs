@@ -215,7 +215,9 @@ pub struct RawLine {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Decoded {
-    Line(PreparedItem),
+    /// Boxed: items are moved many times on their way (buffers, exchange, the epoch's sort),
+    /// and a pointer moves far cheaper than the whole line.
+    Line(Box<PreparedItem>),
     /// Boxed: bad lines are rare, and the record would bloat every good one.
     Bad(SeqKey, Box<QuarantineRecord>),
 }
@@ -252,8 +254,8 @@ pub struct PreparedItem {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Output {
-    /// Mined; scoring turns it into a [`Output::Doc`].
-    Line(OutputLine),
+    /// Mined; scoring turns it into a [`Output::Doc`]. Boxed like [`Decoded::Line`].
+    Line(Box<OutputLine>),
     /// Scored and rendered as the document the sinks store.
     Doc(DocLine),
     Bad(SeqKey, Box<QuarantineRecord>),

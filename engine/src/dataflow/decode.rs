@@ -143,7 +143,7 @@ impl Decoder {
         record: LogRecord,
         doc_id: String,
     ) -> Decoded {
-        Decoded::Line(PreparedItem {
+        Decoded::Line(Box::new(PreparedItem {
             key: SeqKey {
                 stream: at.stream,
                 seq: at.seq,
@@ -152,7 +152,7 @@ impl Decoder {
             doc_id,
             ingest_ms: at.ingest_ms,
             line: Packed(self.preparer.prepare(index, record)),
-        })
+        }))
     }
 }
 

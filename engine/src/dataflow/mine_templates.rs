@@ -77,12 +77,12 @@ pub trait MineTemplates<'scope> {
     /// let cfg = AnalyticsConfig::default();
     /// let prep = Preparer::new(&cfg).unwrap();
     /// let lines: Vec<Decoded> = ["user 2 logged in", "user 1 logged in"].iter().enumerate()
-    ///     .map(|(i, m)| Decoded::Line(PreparedItem {
+    ///     .map(|(i, m)| Decoded::Line(Box::new(PreparedItem {
     ///         key: SeqKey { stream: 0, seq: i as u64, sub: 0 },
     ///         doc_id: i.to_string(),
     ///         ingest_ms: 0,
     ///         line: Packed(prep.prepare("app", LogRecord::from_message(*m))),
-    ///     }))
+    ///     })))
     ///     .collect();
     /// let out = timely::example(move |scope| {
     ///     let gauge = MinerGauge::default();
@@ -128,7 +128,8 @@ impl<'scope> MineTemplates<'scope> for StreamVec<'scope, u64, Decoded> {
                     let Some((cap, mut items)) = pending.remove(&epoch) else {
                         break;
                     };
-                    items.sort_unstable_by_key(Decoded::key);
+                    // Keys sit behind each item's box: read each once, not per comparison.
+                    items.sort_by_cached_key(Decoded::key);
                     output
                         .session(&cap)
                         .give_iterator(items.into_iter().map(|item| mine_one(&mut miner, item)));
@@ -144,12 +145,15 @@ impl<'scope> MineTemplates<'scope> for StreamVec<'scope, u64, Decoded> {
 
 fn mine_one(miner: &mut ShardMiner, item: Decoded) -> Output {
     match item {
-        Decoded::Line(p) => Output::Line(OutputLine {
-            key: p.key,
-            doc_id: p.doc_id,
-            ingest_ms: p.ingest_ms,
-            line: Packed(miner.mine(p.line.0)),
-        }),
+        Decoded::Line(p) => {
+            let p = *p;
+            Output::Line(Box::new(OutputLine {
+                key: p.key,
+                doc_id: p.doc_id,
+                ingest_ms: p.ingest_ms,
+                line: Packed(miner.mine(p.line.0)),
+            }))
+        }
         Decoded::Bad(key, record) => Output::Bad(key, record),
     }
 }

@@ -56,12 +56,12 @@ impl Writer {
     fn write_epoch(
         &mut self,
         epoch: u64,
-        items: Vec<Output>,
+        batches: Vec<Vec<Output>>,
         stats: &mut StatsBuilder,
     ) -> Result<FlushedEpoch, WriteError> {
         let mut renderer = Renderer::default();
         let (mut pipeline, mut quarantined) = (0u64, 0u64);
-        for item in items {
+        for item in batches.into_iter().flatten() {
             let line = match item {
                 Output::Doc(line) => line,
                 // Scoring renders every line; one that arrives unrendered is rendered here.
@@ -228,7 +228,9 @@ impl<'scope> Write<'scope> for StreamVec<'scope, u64, Output> {
             // Held at the oldest epoch not yet durable here: downstream frontiers (the probe)
             // cannot pass an epoch before its documents and state are on disk.
             let mut hold = Some(cap);
-            let mut pending: BTreeMap<u64, Vec<Output>> = BTreeMap::new();
+            // An epoch's batches as they came: appending them to one vector would copy every
+            // item again each time it grows.
+            let mut pending: BTreeMap<u64, Vec<Vec<Output>>> = BTreeMap::new();
             let mut stats = StatsBuilder::default();
             // Epochs handed to the durability thread, oldest first, with their statistics.
             let mut awaiting: VecDeque<(u64, EpochStats)> = VecDeque::new();
@@ -237,7 +239,7 @@ impl<'scope> Write<'scope> for StreamVec<'scope, u64, Output> {
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     if let Some(time) = cap.least().copied() {
-                        pending.entry(time).or_default().append(data);
+                        pending.entry(time).or_default().push(std::mem::take(data));
                     }
                 });
                 while let Ok(done) = done_rx.try_recv() {
