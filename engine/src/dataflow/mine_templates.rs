@@ -4,7 +4,7 @@
 
 use crate::checkpoint::Checkpoints;
 use crate::durability::Durability;
-use crate::wire::{Decoded, Output, OutputLine, Packed};
+use crate::wire::{Decoded, Output, OutputLine, Packed, SeqKey};
 use operators::analyze::ShardMiner;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -125,14 +125,12 @@ impl<'scope> MineTemplates<'scope> for StreamVec<'scope, u64, Decoded> {
                     if frontier.less_equal(&epoch) {
                         break;
                     }
-                    let Some((cap, mut items)) = pending.remove(&epoch) else {
+                    let Some((cap, items)) = pending.remove(&epoch) else {
                         break;
                     };
-                    // Keys sit behind each item's box: read each once, not per comparison.
-                    items.sort_by_cached_key(Decoded::key);
                     output
                         .session(&cap)
-                        .give_iterator(items.into_iter().map(|item| mine_one(&mut miner, item)));
+                        .give_iterator(in_key_order(items).map(|item| mine_one(&mut miner, item)));
                     *gauge.0.borrow_mut() = miner.miner().template_count();
                     // Before the capability for `epoch` is dropped: downstream (and the commit)
                     // cannot pass `epoch` until the snapshot is on disk.
@@ -141,6 +139,22 @@ impl<'scope> MineTemplates<'scope> for StreamVec<'scope, u64, Decoded> {
             }
         })
     }
+}
+
+/// The items of an epoch in key order. They arrive as a few sorted runs (one per batch of a
+/// decoding worker), which the stable sort merges in close to linear time; keys sit behind
+/// each item's box, so they are read once rather than per comparison.
+fn in_key_order(items: Vec<Decoded>) -> impl Iterator<Item = Decoded> {
+    let mut order: Vec<(SeqKey, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.key(), i))
+        .collect();
+    order.sort();
+    let mut slots: Vec<Option<Decoded>> = items.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(move |(_, i)| slots.get_mut(i).and_then(Option::take))
 }
 
 fn mine_one(miner: &mut ShardMiner, item: Decoded) -> Output {
