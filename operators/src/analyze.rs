@@ -8,7 +8,7 @@ use crate::anomaly::{AnomalyConfig, AnomalyScorer};
 use crate::format::{to_record, FormatSet};
 use crate::level::Level;
 use crate::mask::{MaskConfig, MaskError, MaskRule, MaskedMessage, Masker};
-use crate::miner::{format_template_id, shard_key, MinerConfig, TemplateMiner};
+use crate::miner::{format_template_id, shard_key, MineOutcome, MinerConfig, TemplateMiner};
 use crate::model::{LogRecord, ResultRecord};
 use crate::risk::RiskTable;
 use rustc_hash::FxHashMap;
@@ -124,18 +124,23 @@ impl ShardMiner {
         record.message = masked.text;
         AnalyzedLine {
             index,
-            result: ResultRecord {
-                log: record,
-                template: mined.template,
-                template_id: format_template_id(mined.template_id),
-                params: mined.params,
-                prediction: 0,
-                anomaly_score: 0.0,
-                risk_score: 0,
-                added_state: u8::from(mined.added),
-                ingest_timestamp: None,
-            },
+            result: unscored_result(record, mined),
         }
+    }
+}
+
+/// The result of a mined line, before [`Scorer`].
+fn unscored_result(log: LogRecord, mined: MineOutcome) -> ResultRecord {
+    ResultRecord {
+        log,
+        template: mined.template,
+        template_id: format_template_id(mined.template_id),
+        params: mined.params,
+        prediction: 0,
+        anomaly_score: 0.0,
+        risk_score: 0,
+        added_state: u8::from(mined.added),
+        ingest_timestamp: None,
     }
 }
 
@@ -195,6 +200,8 @@ pub struct LineAnalyzer {
     preparer: Preparer,
     miner: ShardMiner,
     scorer: Scorer,
+    /// The masked form of the current line, its buffers reused from line to line.
+    masked: MaskedMessage,
 }
 
 impl LineAnalyzer {
@@ -204,6 +211,7 @@ impl LineAnalyzer {
             preparer: Preparer::new(config)?,
             miner: ShardMiner::new(config),
             scorer: Scorer::new(config),
+            masked: MaskedMessage::default(),
         })
     }
 
@@ -214,10 +222,22 @@ impl LineAnalyzer {
     }
 
     /// Analyzes one already decoded log.
-    pub fn analyze_record(&mut self, index: &str, record: LogRecord) -> AnalyzedLine {
-        let mut line = self.miner.mine(self.preparer.prepare(index, record));
-        self.scorer.score(&mut line.result);
-        line
+    /// The same steps as [`Preparer::prepare`], [`ShardMiner::mine`] and [`Scorer::score`],
+    /// with the masked message kept here: nothing crosses threads, so its buffers are reused.
+    pub fn analyze_record(&mut self, index: &str, mut record: LogRecord) -> AnalyzedLine {
+        let masked = &mut self.masked;
+        self.preparer
+            .masker
+            .mask_into(std::mem::take(&mut record.message), masked);
+        let shard = shard_key(index, masked);
+        let mined = self.miner.miner.add_to_shard(shard, index, masked);
+        record.message = std::mem::take(&mut masked.text);
+        let mut result = unscored_result(record, mined);
+        self.scorer.score(&mut result);
+        AnalyzedLine {
+            index: index.to_owned(),
+            result,
+        }
     }
 
     pub fn miner(&self) -> &TemplateMiner {
@@ -256,6 +276,32 @@ mod tests {
         let r2 = a.analyze_line("app", "user 8 logged in");
         assert_eq!((r1.result.risk_score, r2.result.risk_score), (1, 0));
         assert_eq!(r2.result.template, "user <*> logged in");
+    }
+
+    #[test]
+    fn line_analyzer_equals_the_three_steps() {
+        // The reused masked buffers must not leak from a long line into the next, shorter one.
+        let lines = [
+            "ids 1 2 3 4 5 end of a long list from 10.0.0.1:80 (HWID=1973) node-246",
+            "user 7 logged in",
+            "disk sda1 failed after 3 retries",
+            "user 8 logged in",
+            "",
+            "ids 9 8 7 end",
+            "disk sdb2 failed after 4 retries",
+        ];
+        let config = AnalyticsConfig::default();
+        let mut one = LineAnalyzer::new(&config, None).unwrap();
+        let preparer = Preparer::new(&config).unwrap();
+        let mut miner = ShardMiner::new(&config);
+        let mut scorer = Scorer::new(&config);
+        for line in lines.iter().chain(&lines) {
+            let mut record = LogRecord::from_message(*line);
+            record.level = Some("ERROR".into());
+            let mut expected = miner.mine(preparer.prepare("app", record.clone()));
+            scorer.score(&mut expected.result);
+            assert_eq!(one.analyze_record("app", record), expected, "{line}");
+        }
     }
 
     #[test]

@@ -1301,51 +1301,68 @@ fn timestamp_of(matched: &Matched) -> Option<String> {
         &[date],
     ];
     let mut first_raw: Option<String> = None;
-    let mut joined = String::new();
     for parts in candidates {
-        let text = match parts {
-            [Some(one)] => *one,
-            [_] => continue,
-            _ => {
-                if parts.iter().any(Option::is_none) {
-                    continue;
-                }
-                joined.clear();
-                for (i, part) in parts.iter().flatten().enumerate() {
-                    if i > 0 {
-                        joined.push(' ');
-                    }
-                    joined.push_str(part);
-                }
-                &joined
-            }
-        };
-        if let Some(ts) = normalized_timestamp(text) {
+        if parts.iter().any(Option::is_none) {
+            continue;
+        }
+        if let Some(ts) = normalized_timestamp(parts) {
             return Some(ts);
         }
         if first_raw.is_none() {
-            first_raw = Some(text.to_owned());
+            let mut raw = String::new();
+            push_joined(&mut raw, parts);
+            first_raw = Some(raw);
         }
     }
     first_raw
 }
 
-/// `timestamp::parse` + RFC 3339 rendering, remembering the last answer per thread: log lines
-/// come in time order, many per second, so consecutive lines usually repeat the same text.
-fn normalized_timestamp(text: &str) -> Option<String> {
+/// Appends the present `parts` separated by single spaces.
+fn push_joined(out: &mut String, parts: &[Option<&str>]) {
+    for (i, part) in parts.iter().flatten().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(part);
+    }
+}
+
+/// Whether `text` equals the present `parts` joined by single spaces, without joining them.
+fn is_joined(text: &str, parts: &[Option<&str>]) -> bool {
+    let mut rest = text.as_bytes();
+    for (i, part) in parts.iter().flatten().enumerate() {
+        if i > 0 {
+            match rest.split_first() {
+                Some((b' ', tail)) => rest = tail,
+                _ => return false,
+            }
+        }
+        match rest.strip_prefix(part.as_bytes()) {
+            Some(tail) => rest = tail,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// `timestamp::parse` + RFC 3339 rendering of `parts` joined by spaces, remembering the last
+/// answer per thread: log lines come in time order, many per second, so consecutive lines
+/// usually repeat the same text. The key is the full joined text, compared without building
+/// it, so a hit allocates only the returned copy.
+fn normalized_timestamp(parts: &[Option<&str>]) -> Option<String> {
     thread_local! {
         static LAST: std::cell::RefCell<(String, Option<String>)> =
             const { std::cell::RefCell::new((String::new(), None)) };
     }
     LAST.with(|last| {
         let mut last = last.borrow_mut();
-        if last.0 != text || last.0.is_empty() {
-            let parsed = timestamp::parse(text).map(|ts| timestamp::to_rfc3339_millis(&ts));
-            last.0.clear();
-            last.0.push_str(text);
-            last.1 = parsed;
+        let (key, answer) = &mut *last;
+        if key.is_empty() || !is_joined(key, parts) {
+            key.clear();
+            push_joined(key, parts);
+            *answer = timestamp::parse(key).map(|ts| timestamp::to_rfc3339_millis(&ts));
         }
-        last.1.clone()
+        answer.clone()
     })
 }
 
@@ -2371,5 +2388,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn timestamp_memo_answers_equal_fresh_parses() {
+        let fresh = |parts: &[Option<&str>]| {
+            let mut text = String::new();
+            push_joined(&mut text, parts);
+            timestamp::parse(&text).map(|ts| timestamp::to_rfc3339_millis(&ts))
+        };
+        // Repeats, a change and back, prefixes of the previous key, multi-part keys equal to a
+        // single-part one, and unparsable text in between.
+        let sequence: [&[Option<&str>]; 12] = [
+            &[Some("2016-09-28 04:30:30")],
+            &[Some("2016-09-28 04:30:30")],
+            &[Some("2016-09-28"), Some("04:30:30")],
+            &[Some("2016-09-28"), Some("04:30:31")],
+            &[Some("2016-09-28 04:30:30")],
+            &[Some("2016-09-28 04:30:3")],
+            &[Some("2016-09-28"), Some("04:30:3")],
+            &[Some("not a time")],
+            &[Some("2016-09-28 04:30:30")],
+            &[Some("081109"), Some("203615")],
+            &[Some("081109"), Some("203615")],
+            &[Some("081109 20"), Some("3615")],
+        ];
+        for _ in 0..2 {
+            for parts in sequence {
+                assert_eq!(normalized_timestamp(parts), fresh(parts), "{parts:?}");
+            }
+        }
+        assert!(is_joined("ab c", &[Some("ab"), Some("c")]));
+        assert!(!is_joined("abc", &[Some("ab"), Some("c")]));
+        assert!(!is_joined("ab c ", &[Some("ab"), Some("c")]));
+        assert!(!is_joined("ab", &[Some("ab"), Some("c")]));
     }
 }

@@ -61,9 +61,18 @@ impl Level {
     /// Parses a level as written in a log header (`INFO`, `[warn]`, `E:`, `Severe`...).
     /// Surrounding whitespace, brackets and colons are ignored; anything else is `Unknown`.
     pub fn parse(raw: &str) -> Level {
-        let word = raw.trim_matches(|c: char| {
-            c.is_whitespace() || matches!(c, '[' | ']' | '(' | ')' | '<' | '>' | ':')
-        });
+        // Usually a bare word: then there is nothing to trim, and no char needs decoding.
+        let bare = matches!(
+            raw.as_bytes(),
+            [first, .., last] if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric()
+        );
+        let word = if bare {
+            raw
+        } else {
+            raw.trim_matches(|c: char| {
+                c.is_whitespace() || matches!(c, '[' | ']' | '(' | ')' | '<' | '>' | ':')
+            })
+        };
         SPELLINGS
             .iter()
             .find(|(spelling, _)| spelling.eq_ignore_ascii_case(word))
@@ -163,6 +172,44 @@ mod tests {
         assert_eq!(Level::parse("  WARN: "), Level::Warning);
         assert_eq!(Level::parse("<info>"), Level::Info);
         assert_eq!(Level::parse("(E)"), Level::Error);
+    }
+
+    #[test]
+    fn bare_word_fast_path_equals_trimming() {
+        let reference = |raw: &str| {
+            let word = raw.trim_matches(|c: char| {
+                c.is_whitespace() || matches!(c, '[' | ']' | '(' | ')' | '<' | '>' | ':')
+            });
+            SPELLINGS
+                .iter()
+                .find(|(spelling, _)| spelling.eq_ignore_ascii_case(word))
+                .map_or(Level::Unknown, |&(_, level)| level)
+        };
+        for raw in [
+            "INFO",
+            "info",
+            " INFO",
+            "INFO ",
+            "[INFO]",
+            "<E>",
+            "I",
+            "W:",
+            "i",
+            "x",
+            "",
+            " ",
+            "é",
+            "INFOé",
+            "éINFO",
+            "ERR0R",
+            "9",
+            "WARN\u{a0}",
+            "(Fault)",
+            "e:",
+            "2",
+        ] {
+            assert_eq!(Level::parse(raw), reference(raw), "{raw:?}");
+        }
     }
 
     #[test]

@@ -77,10 +77,13 @@ pub fn shard_key(index: &str, msg: &MaskedMessage) -> u64 {
 }
 
 fn first_token_key(msg: &MaskedMessage) -> &str {
-    msg.masked_tokens()
+    // Over the spans directly: the token iterator's per-item checks cost more than the test.
+    msg.masked_spans
+        .iter()
         .take(KEY_TOKENS)
-        .position(is_constant)
-        .map_or("*", |i| msg.masked_token(i))
+        .filter_map(|&(s, e)| msg.masked.get(s as usize..e as usize))
+        .find(|token| is_constant(token))
+        .unwrap_or("*")
 }
 
 /// How many leading tokens the shard key looks at for a constant one.
@@ -534,19 +537,21 @@ fn extract_params(template: &Template, msg: &MaskedMessage) -> Vec<String> {
         while msg.values.get(next_value).is_some_and(|v| v.0 < token) {
             next_value += 1;
         }
-        let original = msg.original_token(i);
+        // Only read where needed: most tokens are constants equal to the template's.
+        let original = || msg.original_token(i);
         match *shape {
-            Shape::Wildcard => params.push(original.to_owned()),
+            Shape::Wildcard => params.push(original().to_owned()),
             _ if t == msg.masked_token(i) => {
                 while let Some(&(_, s, e)) = msg.values.get(next_value).filter(|v| v.0 == token) {
                     params.push(msg.text[s as usize..e as usize].to_owned());
                     next_value += 1;
                 }
             }
-            Shape::Pattern { prefix, suffix } if shape.frames(t, original) => {
+            Shape::Pattern { prefix, suffix } if shape.frames(t, original()) => {
+                let original = original();
                 params.push(original[prefix..original.len() - suffix].to_owned());
             }
-            _ => params.push(original.to_owned()),
+            _ => params.push(original().to_owned()),
         }
     }
     params

@@ -63,6 +63,7 @@ impl HeaderFields {
 
     /// Appends a field. Offsets are `u32`: a header beyond 4 GiB is cut at that size rather
     /// than wrapped (lines that long are quarantined long before they get here).
+    #[inline]
     pub fn push(&mut self, name: &str, value: &str) {
         for part in [name, value] {
             self.text.push_str(part);

@@ -63,18 +63,22 @@ pub fn normalize(raw: &str) -> String {
 /// The normalised text of an instant: RFC 3339, UTC, milliseconds (`2015-10-18T18:01:47.978Z`).
 /// Written digit by digit: this runs per line, and chrono's formatter costs several times more.
 pub fn to_rfc3339_millis(ts: &DateTime<Utc>) -> String {
-    let year = ts.year();
+    // Date and time read once from the naive value: `DateTime`'s accessors re-derive the
+    // local time (an offset addition) on every call.
+    let naive = ts.naive_utc();
+    let (date, time) = (naive.date(), naive.time());
+    let year = date.year();
     if !(0..=9999).contains(&year) {
         return ts.to_rfc3339_opts(SecondsFormat::Millis, true);
     }
-    let millis = ts.timestamp_subsec_millis().min(999);
+    let millis = (time.nanosecond() / 1_000_000).min(999);
     let fields = [
         (year.unsigned_abs(), 4, b'-'),
-        (ts.month(), 2, b'-'),
-        (ts.day(), 2, b'T'),
-        (ts.hour(), 2, b':'),
-        (ts.minute(), 2, b':'),
-        (ts.second(), 2, b'.'),
+        (date.month(), 2, b'-'),
+        (date.day(), 2, b'T'),
+        (time.hour(), 2, b':'),
+        (time.minute(), 2, b':'),
+        (time.second(), 2, b'.'),
         (millis, 3, b'Z'),
     ];
     let mut out = [0u8; 24];
@@ -88,8 +92,9 @@ pub fn to_rfc3339_millis(ts: &DateTime<Utc>) -> String {
         out[at + width] = sep;
         at += width + 1;
     }
-    // Only ASCII digits and separators were written.
-    String::from_utf8_lossy(&out).into_owned()
+    // Only ASCII digits and separators were written, so this never takes the fallback
+    // (`from_utf8_lossy` would cost more than the digits above).
+    std::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
 /// Minutes since the Unix epoch (floor), the key of per-minute windows.
