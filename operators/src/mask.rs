@@ -209,15 +209,19 @@ impl Masker {
 
     /// Masks `message` into tokens, taking ownership of the text to avoid a copy.
     pub fn mask_owned(&self, text: String) -> MaskedMessage {
-        let mut out = MaskedMessage {
-            text: String::new(),
-            spans: Vec::with_capacity(16),
-            masked: String::with_capacity(text.len()),
-            masked_spans: Vec::with_capacity(16),
-            values: Vec::new(),
-        };
-        self.mask_into(text, &mut out);
-        out
+        // Masked in this thread's reused buffers, then copied out at their final sizes: one
+        // allocation per part, where growing them in place reallocated on long lines.
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            self.mask_into(text, &mut scratch);
+            MaskedMessage {
+                text: std::mem::take(&mut scratch.text),
+                spans: scratch.spans.clone(),
+                masked: scratch.masked.clone(),
+                masked_spans: scratch.masked_spans.clone(),
+                values: scratch.values.clone(),
+            }
+        })
     }
 
     /// Masks `text` into `out`, replacing its contents but keeping its buffers: a caller that
@@ -427,6 +431,8 @@ struct Slot {
 
 thread_local! {
     static TOKEN_CACHE: RefCell<TokenCache> = RefCell::default();
+    /// Reused buffers for [`Masker::mask_owned`].
+    static SCRATCH: RefCell<MaskedMessage> = RefCell::default();
 }
 
 impl TokenCache {
