@@ -422,13 +422,8 @@ fn arrangement_memory_follows_the_retention_window() {
 /// A deterministic pseudo-random stream over 2 indices, 3 tag sets and 12 minutes, with
 /// repeated doc ids (duplicates and new versions).
 fn stream(n: usize) -> Vec<JobRecord> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = operators::rng::XorShift64::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     (0..n)
         .map(|_| {
             let r = next();

@@ -1609,13 +1609,8 @@ mod tests {
             " ", "  ", "\t", ":", ": ", "[", "]", "(", ")", "a", "b7", "-", ",", "x", "é", "end",
             "\u{a0}",
         ];
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::rng::XorShift64::new(0x2545_f491_4f6c_dd1d);
+        let mut next = || rng.next_u64();
         let mut matched = 0;
         for spec in specs {
             let format = compile(spec);
@@ -2235,22 +2230,7 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator (xorshift64).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            // `n` is small, so the remainder fits.
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use crate::rng::XorShift64 as Rng;
 
     /// A character boundary of `line`, chosen at random.
     fn boundary(rng: &mut Rng, line: &str) -> usize {
@@ -2302,7 +2282,7 @@ mod tests {
     #[test]
     fn first_choices_equal_the_backtracking_matcher_on_mutated_lines() {
         let formats = all_formats();
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         let (mut decided, mut deferred) = (0, 0);
         for (name, spec) in LOGHUB {
             let own = compile(spec);
@@ -2325,7 +2305,7 @@ mod tests {
     #[test]
     fn first_choices_equal_the_backtracking_matcher_on_generated_lines() {
         let formats = all_formats();
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
         let alphabet: Vec<&str> = NOISE
             .iter()
             .copied()
@@ -2345,7 +2325,7 @@ mod tests {
 
     #[test]
     fn word_scans_equal_the_byte_scans() {
-        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        let mut rng = Rng::new(0x0123_4567_89ab_cdef);
         let pieces = [
             "a",
             "b",

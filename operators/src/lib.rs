@@ -15,5 +15,6 @@ pub mod mask;
 pub mod miner;
 pub mod model;
 pub mod risk;
+pub mod rng;
 pub mod scoring;
 pub mod timestamp;

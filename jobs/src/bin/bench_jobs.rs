@@ -18,17 +18,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// xorshift64: deterministic, dependency-free record generation.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use operators::rng::XorShift64 as Rng;
 
 const BASE_MS: i64 = 1_700_000_040_000; // a minute boundary in Nov 2023
 
@@ -53,7 +43,7 @@ fn minute_records(
     let mut out = Vec::with_capacity(vocabulary.tag_sets.len() * per_window as usize);
     for tags in &vocabulary.tag_sets {
         for _ in 0..per_window {
-            let r = rng.next();
+            let r = rng.next_u64();
             let level = LEVELS[(r % 4) as usize];
             let template = ((r >> 8) % vocabulary.templates.len() as u64) as usize;
             let id = *next_id;
@@ -157,7 +147,7 @@ fn main() {
         retention: None,
         ..JobConfig::default()
     };
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut next_id = 0;
 
     println!(
