@@ -21,11 +21,40 @@ enum Job {
         snapshot: MinerSnapshot,
     },
     Commit {
-        epoch: u64,
         files: PendingSync,
         state: Option<WorkerState>,
-        done: Box<dyn FnOnce(Committed) + Send>,
+        reply: Reply,
     },
+}
+
+/// Reports a commit's outcome exactly once: dropped unanswered (the thread panicked, or quit
+/// with jobs queued), it reports a failure, so the operator waiting for it stops the process
+/// instead of waiting forever.
+struct Reply {
+    epoch: u64,
+    done: Option<Box<dyn FnOnce(Committed) + Send>>,
+}
+
+impl Reply {
+    fn send(mut self, result: Result<(), String>) {
+        if let Some(done) = self.done.take() {
+            done(Committed {
+                epoch: self.epoch,
+                result,
+            });
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(Committed {
+                epoch: self.epoch,
+                result: Err("the durability thread stopped before this commit".to_owned()),
+            });
+        }
+    }
 }
 
 /// The outcome of one epoch's commit.
@@ -71,12 +100,23 @@ impl Durability {
         done: impl FnOnce(Committed) + Send + 'static,
     ) -> bool {
         let job = Job::Commit {
-            epoch,
             files,
             state,
-            done: Box::new(done),
+            reply: Reply {
+                epoch,
+                done: Some(Box::new(done)),
+            },
         };
-        self.jobs.send(job).is_ok()
+        match self.jobs.send(job) {
+            Ok(()) => true,
+            Err(mpsc::SendError(job)) => {
+                // Not queued: the caller hears it from the return value, not from the reply.
+                if let Job::Commit { mut reply, .. } = job {
+                    reply.done = None;
+                }
+                false
+            }
+        }
     }
 }
 
@@ -92,10 +132,9 @@ fn run(worker: usize, checkpoints: Option<Checkpoints>, queue: mpsc::Receiver<Jo
                 }
             }
             Job::Commit {
-                epoch,
                 files,
                 state,
-                done,
+                reply,
             } => {
                 let result = match failure.take() {
                     Some(f) => Err(f),
@@ -105,7 +144,7 @@ fn run(worker: usize, checkpoints: Option<Checkpoints>, queue: mpsc::Receiver<Jo
                 if let Err(e) = &result {
                     failure = Some(e.clone());
                 }
-                done(Committed { epoch, result });
+                reply.send(result);
             }
         }
     }
@@ -180,6 +219,36 @@ mod tests {
         let state = checkpoints.load_state(0, Some(&commit)).unwrap().unwrap();
         assert_eq!(state.epoch, Some(2));
         assert!(checkpoints.load_miner(0, Some(&commit)).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_reply_dropped_unanswered_reports_a_failure() {
+        let (tx, rx) = mpsc::channel();
+        let reply = Reply {
+            epoch: 7,
+            done: Some(Box::new(move |c| {
+                let _ = tx.send(c);
+            })),
+        };
+        drop(reply);
+        let c = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+        assert_eq!(c.epoch, 7);
+        assert!(c.result.unwrap_err().contains("stopped before this commit"));
+        // Answered once, it is not answered again on drop.
+        let (tx, rx) = mpsc::channel();
+        let reply = Reply {
+            epoch: 8,
+            done: Some(Box::new(move |c| {
+                let _ = tx.send(c);
+            })),
+        };
+        reply.send(Ok(()));
+        assert!(rx
+            .recv_timeout(Duration::from_secs(1))
+            .unwrap()
+            .result
+            .is_ok());
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]
