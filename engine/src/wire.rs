@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 
 use crate::quarantine::QuarantineRecord;
+use crate::sinks::DocId;
 use crate::summary::LineFacts;
 
 /// An analytics record in its compact wire form (see the module documentation).
@@ -243,9 +244,8 @@ impl Decoded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreparedItem {
     pub key: SeqKey,
-    /// Deterministic document id (see [`crate::sinks::doc_id_for_log`] and
-    /// [`crate::sinks::doc_id_for_position`]).
-    pub doc_id: String,
+    /// Deterministic document id (see [`DocId::of_log`] and [`DocId::of_position`]).
+    pub doc_id: DocId,
     pub ingest_ms: i64,
     pub line: Packed<PreparedLine>,
 }
@@ -275,7 +275,7 @@ impl Output {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputLine {
     pub key: SeqKey,
-    pub doc_id: String,
+    pub doc_id: DocId,
     pub ingest_ms: i64,
     pub line: Packed<AnalyzedLine>,
 }
@@ -287,7 +287,7 @@ pub struct OutputLine {
 pub struct DocLine {
     pub key: SeqKey,
     pub index: String,
-    pub doc_id: String,
+    pub doc_id: DocId,
     /// The document's `_source` JSON.
     pub source: String,
     pub facts: LineFacts,

@@ -32,12 +32,14 @@ pub fn format_template_id(id: TemplateId) -> String {
 /// `value` as 16 lower-case hex digits, the form of template and document ids. Written by
 /// hand: it runs twice per line, and `format!` costs several times more.
 pub fn hex16(value: u64) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits: Vec<u8> = (0..16)
-        .map(|i| HEX[((value >> (60 - 4 * i)) & 0xf) as usize])
-        .collect();
     // Hex digits are ASCII, so this never takes the fallback.
-    String::from_utf8(digits).unwrap_or_default()
+    String::from_utf8(hex16_digits(value).to_vec()).unwrap_or_default()
+}
+
+/// The digits of [`hex16`] on the stack, for callers that only borrow the text.
+pub fn hex16_digits(value: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    std::array::from_fn(|i| HEX[((value >> (60 - 4 * i)) & 0xf) as usize])
 }
 
 /// Miner settings. One global default serves all log types; see `configs/logsight.toml`.

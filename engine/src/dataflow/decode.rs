@@ -4,7 +4,7 @@
 
 use crate::metrics::Metrics;
 use crate::quarantine::{QuarantineRecord, Reason};
-use crate::sinks::{doc_id_for_log, doc_id_for_position, valid_index};
+use crate::sinks::{valid_index, DocId};
 use crate::wire::{Decoded, Packed, PreparedItem, RawChunk, RawLine, SeqKey};
 use operators::analyze::Preparer;
 use operators::format::{to_record, FormatSet};
@@ -98,7 +98,7 @@ impl Decoder {
                 if decoded.format_mismatch {
                     metrics.format_mismatch();
                 }
-                let id = doc_id_for_position(at.source, at.pos, 0);
+                let id = DocId::of_position(at.source, at.pos, 0);
                 emit(self.prepare(at, 0, &self.index, decoded.record, id));
                 Ok(())
             }
@@ -127,8 +127,8 @@ impl Decoder {
         for (sub, record) in batch.logs.into_iter().enumerate() {
             let sub = u32::try_from(sub).unwrap_or(u32::MAX);
             let id = match &record.id {
-                Some(log_id) => doc_id_for_log(&batch.index, log_id),
-                None => doc_id_for_position(at.source, at.pos, sub),
+                Some(log_id) => DocId::of_log(&batch.index, log_id),
+                None => DocId::of_position(at.source, at.pos, sub),
             };
             emit(self.prepare(at, sub, &batch.index, record, id));
         }
@@ -141,7 +141,7 @@ impl Decoder {
         sub: u32,
         index: &str,
         record: LogRecord,
-        doc_id: String,
+        doc_id: DocId,
     ) -> Decoded {
         Decoded::Line(Box::new(PreparedItem {
             key: SeqKey {

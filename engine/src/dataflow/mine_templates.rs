@@ -68,6 +68,7 @@ pub trait MineTemplates<'scope> {
     ///
     /// ```
     /// use logsight_engine::dataflow::mine_templates::{MineTemplates, MinerCheckpoint, MinerGauge};
+    /// use logsight_engine::sinks::DocId;
     /// use logsight_engine::wire::{Decoded, Packed, Output, PreparedItem, SeqKey};
     /// use operators::analyze::{AnalyticsConfig, Preparer, ShardMiner};
     /// use operators::model::LogRecord;
@@ -79,7 +80,7 @@ pub trait MineTemplates<'scope> {
     /// let lines: Vec<Decoded> = ["user 2 logged in", "user 1 logged in"].iter().enumerate()
     ///     .map(|(i, m)| Decoded::Line(Box::new(PreparedItem {
     ///         key: SeqKey { stream: 0, seq: i as u64, sub: 0 },
-    ///         doc_id: i.to_string(),
+    ///         doc_id: DocId(i as u64),
     ///         ingest_ms: 0,
     ///         line: Packed(prep.prepare("app", LogRecord::from_message(*m))),
     ///     })))

@@ -17,6 +17,7 @@ pub trait Score<'scope> {
     ///
     /// ```
     /// use logsight_engine::dataflow::score::Score;
+    /// use logsight_engine::sinks::DocId;
     /// use logsight_engine::wire::{Packed, Output, OutputLine, SeqKey};
     /// use operators::analyze::{AnalyticsConfig, LineAnalyzer, Scorer};
     /// use timely::dataflow::operators::{Capture, ToStream};
@@ -26,7 +27,7 @@ pub trait Score<'scope> {
     /// let mut analyzer = LineAnalyzer::new(&cfg, None).unwrap();
     /// let mut line = analyzer.analyze_line("app", "FATAL disk sda1 failed, data lost");
     /// line.result.risk_score = 0; // as the miner leaves it
-    /// let item = Output::Line(Box::new(OutputLine { key: SeqKey { stream: 0, seq: 0, sub: 0 }, doc_id: "x".into(), ingest_ms: 0, line: Packed(line) }));
+    /// let item = Output::Line(Box::new(OutputLine { key: SeqKey { stream: 0, seq: 0, sub: 0 }, doc_id: DocId(0), ingest_ms: 0, line: Packed(line) }));
     /// let out = timely::example(move |scope| {
     ///     vec![item].to_stream(scope).container::<Vec<_>>().score(Scorer::new(&cfg)).capture()
     /// });

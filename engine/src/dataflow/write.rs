@@ -79,10 +79,11 @@ impl Writer {
                     continue;
                 }
             };
+            let id = line.doc_id.text();
             let doc = DocRef {
                 index: &line.index,
                 kind: DocKind::Pipeline,
-                id: &line.doc_id,
+                id: id.as_str(),
                 source: &line.source,
             };
             if self.store_pipeline {
@@ -141,7 +142,7 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    /// Renders `line`, taking its index and id (left empty) once rendering succeeded.
+    /// Renders `line`, taking its index (left empty) once rendering succeeded.
     pub fn render(&mut self, line: &mut OutputLine) -> Result<DocLine, WriteError> {
         let analyzed = &mut line.line.0;
         let view = PipelineSource {
@@ -156,7 +157,7 @@ impl Renderer {
         Ok(DocLine {
             key: line.key,
             index: std::mem::take(&mut analyzed.index),
-            doc_id: std::mem::take(&mut line.doc_id),
+            doc_id: line.doc_id,
             source,
             facts: LineFacts::of(&analyzed.result),
         })
