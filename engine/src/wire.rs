@@ -296,6 +296,7 @@ pub struct DocLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use operators::mask::Masker;
     use operators::model::LogRecord;
 
     #[test]
@@ -338,6 +339,29 @@ mod tests {
         assert_eq!(back, plain);
         // Default tags stay shared rather than rebuilt per line.
         assert!(matches!(back.record.tags, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn masked_ranges_that_do_not_fit_are_an_error_not_a_panic() {
+        let good = Masker::default_masks().mask("took 15 ms");
+        let bytes = bincode::serialize(&good).unwrap();
+        assert_eq!(bincode::deserialize::<MaskedMessage>(&bytes).unwrap(), good);
+        // Laid out as the message's fields: text, masked, token count, ranges.
+        let corrupt = |tokens: u32, parts: Vec<[u32; 4]>| {
+            let fields = ("tök 15".to_owned(), "tök <*>".to_owned(), tokens, parts);
+            bincode::deserialize::<MaskedMessage>(&bincode::serialize(&fields).unwrap())
+        };
+        assert!(corrupt(2, vec![[0, 4, 0, 4], [5, 7, 5, 8], [1, 5, 7, 0]]).is_ok());
+        // More tokens than ranges, a range past the text, one inside a character, a value
+        // of a token that does not exist, a token range past the masked text.
+        assert!(corrupt(4, vec![[0, 4, 0, 4], [5, 7, 5, 8], [1, 5, 7, 0]]).is_err());
+        assert!(corrupt(2, vec![[0, 4, 0, 4], [5, 9, 5, 8]]).is_err());
+        assert!(corrupt(2, vec![[0, 2, 0, 4], [5, 7, 5, 8]]).is_err());
+        assert!(corrupt(2, vec![[0, 4, 0, 4], [5, 7, 5, 8], [2, 5, 7, 0]]).is_err());
+        assert!(corrupt(2, vec![[0, 4, 0, 4], [5, 7, 5, 9]]).is_err());
+        assert!(corrupt(1, vec![[4, 0, 0, 4]]).is_err());
+        // Truncated input.
+        assert!(bincode::deserialize::<MaskedMessage>(&bytes[..bytes.len() - 3]).is_err());
     }
 
     #[test]

@@ -67,40 +67,85 @@ impl MaskConfig {
 
 /// A message split into whitespace tokens, with masked variable parts.
 ///
-/// Spans are byte ranges into `text` (the original message) and `masked` (the masked tokens,
-/// concatenated). Kept as two strings and span lists so one message costs a handful of
-/// allocations, which matters at a million lines per second.
+/// Ranges are byte ranges into `text` (the original message) and `masked` (the masked tokens,
+/// concatenated). All ranges share one allocation, so a message costs three (the two strings
+/// and the ranges), which matters at a million lines per second.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "MaskedParts")]
 pub struct MaskedMessage {
     pub text: String,
-    /// Original token ranges in `text`.
-    pub spans: Vec<(u32, u32)>,
     /// Masked tokens, back to back.
     pub masked: String,
-    /// Masked token ranges in `masked`.
-    pub masked_spans: Vec<(u32, u32)>,
-    /// Masked values: (token index, start, end) ranges in `text`, in order.
-    pub values: Vec<(u32, u32, u32)>,
+    /// How many leading entries of `parts` are tokens.
+    tokens: u32,
+    /// Per token `[start, end, masked start, masked end]` (its ranges in `text` and
+    /// `masked`), then per masked value `[token index, start, end, 0]` (in `text`, in order).
+    parts: Vec<[u32; 4]>,
+}
+
+/// [`MaskedMessage`] as decoded, before its ranges are checked against its text.
+#[derive(Deserialize)]
+struct MaskedParts {
+    text: String,
+    masked: String,
+    tokens: u32,
+    parts: Vec<[u32; 4]>,
+}
+
+impl TryFrom<MaskedParts> for MaskedMessage {
+    type Error = String;
+
+    /// Accepts only ranges that slice their text, so no accessor can panic on decoded data.
+    fn try_from(p: MaskedParts) -> Result<Self, String> {
+        let n = p.tokens as usize;
+        if n > p.parts.len() {
+            return Err("masked message has more tokens than ranges".to_owned());
+        }
+        let fits = |text: &str, s: u32, e: u32| text.get(s as usize..e as usize).is_some();
+        let (tokens, values) = p.parts.split_at(n);
+        let tokens_fit = tokens
+            .iter()
+            .all(|&[s, e, ms, me]| fits(&p.text, s, e) && fits(&p.masked, ms, me));
+        let values_fit = values
+            .iter()
+            .all(|&[t, s, e, _]| t < p.tokens && fits(&p.text, s, e));
+        if !(tokens_fit && values_fit) {
+            return Err("masked message ranges do not fit their text".to_owned());
+        }
+        Ok(MaskedMessage {
+            text: p.text,
+            masked: p.masked,
+            tokens: p.tokens,
+            parts: p.parts,
+        })
+    }
 }
 
 impl MaskedMessage {
+    #[inline]
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.tokens as usize
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.tokens == 0
     }
 
     /// The masked form of token `i` (e.g. `<*>` or `(HWID=<*>)`).
+    #[inline]
     pub fn masked_token(&self, i: usize) -> &str {
-        let (s, e) = self.masked_spans[i];
+        // Indexed directly: one bounds check on the miner's hottest path.
+        debug_assert!(i < self.len());
+        let [_, _, s, e] = self.parts[i];
         &self.masked[s as usize..e as usize]
     }
 
     /// The original text of token `i`.
+    #[inline]
     pub fn original_token(&self, i: usize) -> &str {
-        let (s, e) = self.spans[i];
+        debug_assert!(i < self.len());
+        let [s, e, _, _] = self.parts[i];
         &self.text[s as usize..e as usize]
     }
 
@@ -109,18 +154,42 @@ impl MaskedMessage {
         (0..self.len()).map(|i| self.masked_token(i))
     }
 
+    /// The tokens' ranges in `masked`.
+    #[inline]
+    pub fn masked_spans(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.token_parts().iter().map(|&[_, _, s, e]| (s, e))
+    }
+
+    /// The number of masked values.
+    #[inline]
+    pub fn value_count(&self) -> usize {
+        self.parts.len() - self.len()
+    }
+
+    /// Masked value `k`: (token index, start, end) with the range in `text`.
+    #[inline]
+    pub fn value(&self, k: usize) -> Option<(u32, u32, u32)> {
+        let [t, s, e, _] = *self.parts.get(self.len() + k)?;
+        Some((t, s, e))
+    }
+
     /// The masked values inside token `i`.
     pub fn values_of(&self, i: usize) -> impl Iterator<Item = &str> + '_ {
         let i = i as u32;
-        self.values
+        self.parts[self.len()..]
             .iter()
-            .filter(move |(t, _, _)| *t == i)
-            .map(|&(_, s, e)| &self.text[s as usize..e as usize])
+            .filter(move |v| v[0] == i)
+            .map(|&[_, s, e, _]| &self.text[s as usize..e as usize])
     }
 
     /// True when token `i` is a variable as a whole.
     pub fn is_variable(&self, i: usize) -> bool {
         is_wildcard(self.masked_token(i))
+    }
+
+    #[inline]
+    fn token_parts(&self) -> &[[u32; 4]] {
+        &self.parts[..self.len()]
     }
 }
 
@@ -216,10 +285,9 @@ impl Masker {
             self.mask_into(text, &mut scratch);
             MaskedMessage {
                 text: std::mem::take(&mut scratch.text),
-                spans: scratch.spans.clone(),
                 masked: scratch.masked.clone(),
-                masked_spans: scratch.masked_spans.clone(),
-                values: scratch.values.clone(),
+                tokens: scratch.tokens,
+                parts: scratch.parts.clone(),
             }
         })
     }
@@ -228,14 +296,16 @@ impl Masker {
     /// masks line after line in one place allocates nothing here once they have grown.
     pub fn mask_into(&self, text: String, out: &mut MaskedMessage) {
         out.text.clear();
-        out.spans.clear();
         out.masked.clear();
-        out.masked_spans.clear();
-        out.values.clear();
+        out.parts.clear();
+        out.tokens = 0;
         let message = text.as_str();
-        TOKEN_CACHE.with(|cell| {
-            let mut cache = cell.borrow_mut();
+        MASK_STATE.with(|cell| {
+            let state = &mut *cell.borrow_mut();
+            let (cache, values) = (&mut state.cache, &mut state.values);
             cache.claim(self.id);
+            // Values are gathered apart and go after the tokens once all are known.
+            values.clear();
             // Length of the current run of whole-variable tokens.
             let mut run = 0;
             for (start, end) in token_spans(message) {
@@ -247,16 +317,17 @@ impl Masker {
                     self.scan(token, &mut cache.scratch);
                     &cache.scratch
                 };
-                let variable = self.push_token(out, message, start, end, matches);
+                let variable = self.push_token(out, values, message, start, end, matches);
                 run = if variable { run + 1 } else { 0 };
                 if self.collapse_runs && run >= COLLAPSE_MIN_RUN {
                     // The run reached the minimum: fold it into one token, then keep folding.
                     let merges = if run == COLLAPSE_MIN_RUN { run - 1 } else { 1 };
                     for _ in 0..merges {
-                        merge_last_two(out);
+                        merge_last_two(out, values);
                     }
                 }
             }
+            out.parts.extend_from_slice(values);
         });
         out.text = text;
     }
@@ -296,20 +367,25 @@ impl Masker {
     fn push_token(
         &self,
         out: &mut MaskedMessage,
+        values: &mut Vec<[u32; 4]>,
         message: &str,
         start: usize,
         end: usize,
         matches: &[(u32, u32)],
     ) -> bool {
-        let token_index = out.spans.len() as u32;
+        let token_index = out.tokens;
         let masked_start = out.masked.len();
-        out.spans.push((start as u32, end as u32));
+        out.tokens += 1;
         if matches.is_empty() {
             // Most tokens: copied as they are (a literal `<*>` in the input is a variable too).
             let token = &message[start..end];
             out.masked.push_str(token);
-            out.masked_spans
-                .push((masked_start as u32, out.masked.len() as u32));
+            out.parts.push([
+                start as u32,
+                end as u32,
+                masked_start as u32,
+                out.masked.len() as u32,
+            ]);
             return token.len() >= WILDCARD.len() && is_wildcard(token);
         }
         let mut cursor = start;
@@ -317,12 +393,16 @@ impl Masker {
             let (ms, me) = (start + ms as usize, start + me as usize);
             out.masked.push_str(&message[cursor..ms]);
             self.push_wildcard(&mut out.masked, &message[ms..me]);
-            out.values.push((token_index, ms as u32, me as u32));
+            values.push([token_index, ms as u32, me as u32, 0]);
             cursor = me;
         }
         out.masked.push_str(&message[cursor..end]);
-        out.masked_spans
-            .push((masked_start as u32, out.masked.len() as u32));
+        out.parts.push([
+            start as u32,
+            end as u32,
+            masked_start as u32,
+            out.masked.len() as u32,
+        ]);
         is_wildcard(&out.masked[masked_start..])
     }
 
@@ -374,32 +454,32 @@ fn detach_glued_sign(message: &str, start: usize, end: usize) -> (usize, usize) 
 
 /// Merges the last two tokens of `out` (both variables) into one spanning both: the first
 /// token's text before its wildcard, one wildcard, the last token's text after its wildcard.
-fn merge_last_two(out: &mut MaskedMessage) {
-    let n = out.spans.len();
+/// While masking, `out.parts` holds only the tokens and `values` the values.
+fn merge_last_two(out: &mut MaskedMessage, values: &mut Vec<[u32; 4]>) {
+    let n = out.parts.len();
     if n < 2 {
         return;
     }
-    let last = out.spans[n - 1];
-    out.spans.pop();
-    out.spans[n - 2].1 = last.1;
-    let (ps, pe) = out.masked_spans[n - 2];
-    let (ls, le) = out.masked_spans[n - 1];
+    let [_, last_end, ls, le] = out.parts[n - 1];
+    let [_, _, ps, pe] = out.parts[n - 2];
     let prev = &out.masked[ps as usize..pe as usize];
     let tail = &out.masked[ls as usize..le as usize];
-    let head_end = prev.find('<').unwrap_or(prev.len());
-    let tail_start = tail.rfind('>').map_or(0, |i| i + 1);
-    let merged = format!("{}{}{}", &prev[..head_end], WILDCARD, &tail[tail_start..]);
-    out.masked.truncate(ps as usize);
-    out.masked.push_str(&merged);
-    out.masked_spans.pop();
-    out.masked_spans[n - 2] = (ps, out.masked.len() as u32);
+    let head_end = ps as usize + prev.find('<').unwrap_or(prev.len());
+    let tail_start = ls as usize + tail.rfind('>').map_or(0, |i| i + 1);
+    // In place (the tokens are back to back at the end): no temporary string.
+    out.masked.replace_range(head_end..tail_start, WILDCARD);
+    out.parts.pop();
+    out.tokens -= 1;
+    let merged = &mut out.parts[n - 2];
+    merged[1] = last_end;
+    merged[3] = out.masked.len() as u32;
     // All values of the two tokens become one covering both.
     let token = (n - 2) as u32;
-    let first = out.values.iter().position(|v| v.0 >= token);
+    let first = values.iter().position(|v| v[0] >= token);
     if let Some(first) = first {
-        let end = out.values.last().map_or(0, |v| v.2);
-        out.values[first] = (token, out.values[first].1, end);
-        out.values.truncate(first + 1);
+        let end = values.last().map_or(0, |v| v[2]);
+        values[first] = [token, values[first][1], end, 0];
+        values.truncate(first + 1);
     }
 }
 
@@ -429,8 +509,15 @@ struct Slot {
     ranges: (u32, u32),
 }
 
+/// A thread's masking state: its token cache and the values of the line being masked.
+#[derive(Default)]
+struct MaskState {
+    cache: TokenCache,
+    values: Vec<[u32; 4]>,
+}
+
 thread_local! {
-    static TOKEN_CACHE: RefCell<TokenCache> = RefCell::default();
+    static MASK_STATE: RefCell<MaskState> = RefCell::default();
     /// Reused buffers for [`Masker::mask_owned`].
     static SCRATCH: RefCell<MaskedMessage> = RefCell::default();
 }

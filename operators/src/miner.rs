@@ -80,10 +80,9 @@ pub fn shard_key(index: &str, msg: &MaskedMessage) -> u64 {
 
 fn first_token_key(msg: &MaskedMessage) -> &str {
     // Over the spans directly: the token iterator's per-item checks cost more than the test.
-    msg.masked_spans
-        .iter()
+    msg.masked_spans()
         .take(KEY_TOKENS)
-        .filter_map(|&(s, e)| msg.masked.get(s as usize..e as usize))
+        .filter_map(|(s, e)| msg.masked.get(s as usize..e as usize))
         .find(|token| is_constant(token))
         .unwrap_or("*")
 }
@@ -239,7 +238,7 @@ impl RecentMatches {
     fn key(msg: &MaskedMessage) -> u64 {
         let mut h = rustc_hash::FxHasher::default();
         h.write(msg.masked.as_bytes());
-        for &(_, end) in &msg.masked_spans {
+        for (_, end) in msg.masked_spans() {
             h.write_u32(end);
         }
         h.finish()
@@ -531,12 +530,12 @@ fn insert_bounded(shard: &mut Shard, template: Template, cap: usize) -> usize {
 /// The line's values at template wildcards (whole tokens) and inside partially masked
 /// constant tokens, in order.
 fn extract_params(template: &Template, msg: &MaskedMessage) -> Vec<String> {
-    let mut params = Vec::with_capacity(msg.values.len() + 1);
+    let mut params = Vec::with_capacity(msg.value_count() + 1);
     // Masked values are in token order: one cursor walks them alongside the tokens.
     let mut next_value = 0;
     for (i, (t, shape)) in template.tokens.iter().zip(&template.shapes).enumerate() {
         let token = i as u32;
-        while msg.values.get(next_value).is_some_and(|v| v.0 < token) {
+        while msg.value(next_value).is_some_and(|v| v.0 < token) {
             next_value += 1;
         }
         // Only read where needed: most tokens are constants equal to the template's.
@@ -544,7 +543,7 @@ fn extract_params(template: &Template, msg: &MaskedMessage) -> Vec<String> {
         match *shape {
             Shape::Wildcard => params.push(original().to_owned()),
             _ if t == msg.masked_token(i) => {
-                while let Some(&(_, s, e)) = msg.values.get(next_value).filter(|v| v.0 == token) {
+                while let Some((_, s, e)) = msg.value(next_value).filter(|v| v.0 == token) {
                     params.push(msg.text[s as usize..e as usize].to_owned());
                     next_value += 1;
                 }
@@ -602,11 +601,6 @@ impl Default for Fnv64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mask::Masker;
-
-    fn mine(miner: &mut TemplateMiner, masker: &Masker, line: &str) -> MineOutcome {
-        miner.add("app", &masker.mask(line))
-    }
 
     #[test]
     fn template_ids_print_as_sixteen_hex_digits() {
