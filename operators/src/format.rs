@@ -1216,6 +1216,18 @@ pub struct DecodedLine {
     pub format_mismatch: bool,
 }
 
+/// [`to_record`] of an owned line: without a format the line becomes the message as it is,
+/// without a copy.
+pub fn to_record_owned(format: Option<&FormatSet>, line: String) -> DecodedLine {
+    match format {
+        None => DecodedLine {
+            record: LogRecord::from_message(line),
+            format_mismatch: false,
+        },
+        Some(_) => to_record(format, &line),
+    }
+}
+
 /// Decodes one raw line. With a matching format: the message is `<Content>`, the level and
 /// timestamp come from the header (normalised when recognised), and every header field is kept
 /// in `extra` as a string. Otherwise the whole line is the message, and a format that did not

@@ -7,7 +7,7 @@ use crate::quarantine::{QuarantineRecord, Reason};
 use crate::sinks::{valid_index, DocId};
 use crate::wire::{Decoded, Packed, PreparedItem, RawChunk, RawLine, SeqKey};
 use operators::analyze::Preparer;
-use operators::format::{to_record, FormatSet};
+use operators::format::{to_record_owned, FormatSet};
 use operators::model::{LogBatch, LogRecord};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -84,9 +84,13 @@ impl Decoder {
             let detail = format!("line has {len} bytes, above the cap");
             return Err(at.bad(Reason::LineTooLong, detail, &line.bytes, len));
         }
-        let text = match std::str::from_utf8(&line.bytes) {
+        // Owned: a line that is its own message keeps its buffer, without a copy.
+        let text = match String::from_utf8(line.bytes) {
             Ok(t) => t,
-            Err(e) => return Err(at.bad(Reason::InvalidUtf8, e.to_string(), &line.bytes, 0)),
+            Err(e) => {
+                let detail = e.utf8_error().to_string();
+                return Err(at.bad(Reason::InvalidUtf8, detail, e.as_bytes(), 0));
+            }
         };
         if text.trim().is_empty() {
             metrics.blank_line();
@@ -94,7 +98,7 @@ impl Decoder {
         }
         match self.mode {
             DecodeMode::Lines => {
-                let decoded = to_record(self.formats.as_ref(), text);
+                let decoded = to_record_owned(self.formats.as_ref(), text);
                 if decoded.format_mismatch {
                     metrics.format_mismatch();
                 }
@@ -102,7 +106,7 @@ impl Decoder {
                 emit(self.prepare(at, 0, &self.index, decoded.record, id));
                 Ok(())
             }
-            DecodeMode::Batch => self.decode_batch(at, text, &line.bytes, emit),
+            DecodeMode::Batch => self.decode_batch(at, &text, text.as_bytes(), emit),
         }
     }
 
