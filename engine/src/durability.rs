@@ -8,23 +8,16 @@
 //! and the write operator holds `e` until that commit is reported done. So when an epoch
 //! passes the probe, its documents, store state and miner snapshot are on disk, as before.
 
-use crate::checkpoint::{Checkpoints, WorkerState};
-use crate::sinks::local_store::PendingSync;
+use crate::checkpoint::Checkpoints;
+use crate::dataflow::write::FlushedEpoch;
 use operators::miner::MinerSnapshot;
 use std::sync::mpsc;
 use std::thread;
 
 /// What the thread does, in order.
 enum Job {
-    Miner {
-        epoch: u64,
-        snapshot: MinerSnapshot,
-    },
-    Commit {
-        files: PendingSync,
-        state: Option<WorkerState>,
-        reply: Reply,
-    },
+    Miner { epoch: u64, snapshot: MinerSnapshot },
+    Commit { flushed: FlushedEpoch, reply: Reply },
 }
 
 /// Reports a commit's outcome exactly once: dropped unanswered (the thread panicked, or quit
@@ -90,18 +83,16 @@ impl Durability {
         let _ = self.jobs.send(Job::Miner { epoch, snapshot });
     }
 
-    /// Queues `epoch`'s commit: fsync `files`, then write `state`; `done` is called with the
+    /// Queues `epoch`'s commit (see [`FlushedEpoch::make_durable`]); `done` is called with the
     /// outcome, on the durability thread. Returns `false` when the thread is gone.
     pub fn commit(
         &self,
         epoch: u64,
-        files: PendingSync,
-        state: Option<WorkerState>,
+        flushed: FlushedEpoch,
         done: impl FnOnce(Committed) + Send + 'static,
     ) -> bool {
         let job = Job::Commit {
-            files,
-            state,
+            flushed,
             reply: Reply {
                 epoch,
                 done: Some(Box::new(done)),
@@ -131,14 +122,12 @@ fn run(worker: usize, checkpoints: Option<Checkpoints>, queue: mpsc::Receiver<Jo
                     }
                 }
             }
-            Job::Commit {
-                files,
-                state,
-                reply,
-            } => {
+            Job::Commit { flushed, reply } => {
                 let result = match failure.take() {
                     Some(f) => Err(f),
-                    None => commit(worker, checkpoints.as_ref(), files, state.as_ref()),
+                    None => flushed
+                        .make_durable(worker, checkpoints.as_ref())
+                        .map_err(|e| e.to_string()),
                 };
                 // Once failed, always failed: the operator stops the process anyway.
                 if let Err(e) = &result {
@@ -150,23 +139,11 @@ fn run(worker: usize, checkpoints: Option<Checkpoints>, queue: mpsc::Receiver<Jo
     }
 }
 
-fn commit(
-    worker: usize,
-    checkpoints: Option<&Checkpoints>,
-    files: PendingSync,
-    state: Option<&WorkerState>,
-) -> Result<(), String> {
-    files.sync().map_err(|e| e.to_string())?;
-    match (checkpoints, state) {
-        (Some(c), Some(s)) => c.write_state(worker, s).map_err(|e| e.to_string()),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::VERSION;
+    use crate::checkpoint::{WorkerState, VERSION};
+    use crate::sinks::local_store::PendingSync;
     use crate::sinks::local_store::{LocalStore, LocalStoreConfig};
     use crate::sinks::{DocKind, DocRef, Sink};
     use std::time::Duration;
@@ -200,7 +177,11 @@ mod tests {
                 store: lengths,
             };
             let tx = tx.clone();
-            assert!(durable.commit(epoch, files, Some(state), move |c| {
+            let flushed = FlushedEpoch {
+                files,
+                state: Some(state),
+            };
+            assert!(durable.commit(epoch, flushed, move |c| {
                 let _ = tx.send(c);
             }));
         }
@@ -261,7 +242,11 @@ mod tests {
         durable.miner(0, operators::miner::TemplateMiner::default().snapshot());
         for epoch in 0..2 {
             let tx = tx.clone();
-            durable.commit(epoch, PendingSync::default(), None, move |c| {
+            let flushed = FlushedEpoch {
+                files: PendingSync::default(),
+                state: None,
+            };
+            durable.commit(epoch, flushed, move |c| {
                 let _ = tx.send(c);
             });
         }

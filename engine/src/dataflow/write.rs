@@ -50,6 +50,22 @@ pub struct FlushedEpoch {
     pub state: Option<WorkerState>,
 }
 
+impl FlushedEpoch {
+    /// Fsyncs the store files, then records the state: on the worker thread when there is no
+    /// durability thread, else on that thread.
+    pub fn make_durable(
+        self,
+        worker: usize,
+        checkpoints: Option<&Checkpoints>,
+    ) -> Result<(), WriteError> {
+        self.files.sync()?;
+        if let (Some(checkpoints), Some(state)) = (checkpoints, &self.state) {
+            checkpoints.write_state(worker, state)?;
+        }
+        Ok(())
+    }
+}
+
 impl Writer {
     /// Writes one complete epoch to every sink and commits the others; the local store is
     /// flushed but left for [`FlushedEpoch`] to make durable.
@@ -110,15 +126,6 @@ impl Writer {
             store: lengths,
         });
         Ok(FlushedEpoch { files, state })
-    }
-
-    /// Makes a flushed epoch durable on this thread.
-    fn finish_inline(&self, flushed: FlushedEpoch) -> Result<(), WriteError> {
-        flushed.files.sync()?;
-        if let (Some(checkpoints), Some(state)) = (&self.checkpoints, &flushed.state) {
-            checkpoints.write_state(self.worker, state)?;
-        }
-        Ok(())
     }
 
     /// Stops the process: the store can no longer be trusted to match the checkpoint, and a
@@ -269,7 +276,7 @@ impl<'scope> Write<'scope> for StreamVec<'scope, u64, Output> {
                     match &writer.durability {
                         Some(durability) => {
                             let (tx, wake) = (done_tx.clone(), wake.clone());
-                            let queued = durability.commit(epoch, flushed.files, flushed.state, {
+                            let queued = durability.commit(epoch, flushed, {
                                 move |done| {
                                     let _ = tx.send(done);
                                     let _ = wake.activate();
@@ -281,7 +288,9 @@ impl<'scope> Write<'scope> for StreamVec<'scope, u64, Output> {
                             awaiting.push_back((epoch, epoch_stats));
                         }
                         None => {
-                            if let Err(e) = writer.finish_inline(flushed) {
+                            let (worker, checkpoints) =
+                                (writer.worker, writer.checkpoints.as_ref());
+                            if let Err(e) = flushed.make_durable(worker, checkpoints) {
                                 writer.fail(epoch, &e);
                             }
                             if let Some(h) = &hold {
