@@ -77,12 +77,6 @@ fn expected_ids(topic: &str, n: usize) -> BTreeSet<String> {
         .collect()
 }
 
-fn committed_epoch(dir: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join("_state/commit.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["epoch"].as_u64()
-}
-
 /// Process `p` of a 2-process cluster reading `source`; `summary`: where to write the summary
 /// JSON (process 0 only).
 fn cluster_process(
@@ -185,15 +179,7 @@ fn two_processes_read_four_partitions_exactly_once_through_a_kill_9() {
     // complaints about its lost peer are expected, so not shown).
     let mut p0 = cluster_process(0, &hostfile, &dir, &source, Stdio::null(), None);
     let mut p1 = cluster_process(1, &hostfile, &dir, &source, Stdio::null(), None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while committed_epoch(&dir).is_none_or(|e| e < 2) {
-        assert!(Instant::now() < deadline, "no checkpoint within 60 s");
-        assert!(
-            p0.try_wait().unwrap().is_none(),
-            "process 0 ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_commit(&dir, 2, &mut p0, Duration::from_secs(60));
     p1.kill().unwrap(); // SIGKILL
     p1.wait().unwrap();
     // Timely cannot lose a peer: the survivor stops too (with an error), or is stopped.

@@ -4,13 +4,7 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
-
-fn committed_epoch(dir: &std::path::Path) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join("_state/commit.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["epoch"].as_u64()
-}
+use std::time::Duration;
 
 #[test]
 fn restart_after_kill_9_ends_with_one_document_per_line() {
@@ -47,15 +41,7 @@ fn restart_after_kill_9_ends_with_one_document_per_line() {
     let mut child = logsight(&a.iter().map(String::as_str).collect::<Vec<_>>())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed_epoch(&crashed).is_none_or(|e| e < 3) {
-        assert!(Instant::now() < deadline, "no progress");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be killed; make the input bigger"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_commit(&crashed, 3, &mut child, Duration::from_secs(120));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let partial = stored_lines(&crashed, "default_pipeline").len();
@@ -103,15 +89,7 @@ fn sigterm_commits_what_was_read_and_a_restart_reads_exactly_the_rest() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed_epoch(&dir).is_none_or(|e| e < 3) {
-        assert!(Instant::now() < deadline, "no progress");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be stopped; make the input bigger"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_commit(&dir, 3, &mut child, Duration::from_secs(120));
     sigterm(&child);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

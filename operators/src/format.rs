@@ -1229,9 +1229,10 @@ pub fn to_record_owned(format: Option<&FormatSet>, line: String) -> DecodedLine 
 }
 
 /// Decodes one raw line. With a matching format: the message is `<Content>`, the level and
-/// timestamp come from the header (normalised when recognised), and every header field is kept
-/// in `extra` as a string. Otherwise the whole line is the message, and a format that did not
-/// match is flagged (`format_mismatch`, also `extra["format_mismatch"] = true`).
+/// timestamp come from the header (normalised when recognised), and the header fields (all but
+/// `<Content>`) are kept in the record's `header`. Otherwise the whole line is the message, and
+/// a format that did not match is flagged (`format_mismatch`, also
+/// `extra["format_mismatch"] = true`).
 pub fn to_record(format: Option<&FormatSet>, line: &str) -> DecodedLine {
     let Some(set) = format else {
         return DecodedLine {

@@ -160,3 +160,32 @@ pub fn sigterm(child: &std::process::Child) {
         .unwrap();
     assert!(sent.success(), "kill -TERM {} failed", child.id());
 }
+
+/// The epoch of the data dir's last commit, if any.
+pub fn committed_epoch(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("_state/commit.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["epoch"].as_u64()
+}
+
+/// Waits until `dir` has committed epoch `epoch`, failing if that takes longer than `within`
+/// or if `child` ends first (then the input was too small to interrupt it mid-run).
+pub fn wait_for_commit(
+    dir: &Path,
+    epoch: u64,
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while committed_epoch(dir).is_none_or(|e| e < epoch) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no commit of epoch {epoch} within {within:?}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted; make the input bigger"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
