@@ -23,7 +23,7 @@ pub const CONTENT: &str = "Content";
 /// The named formats of `configs/formats.toml`, built in so a name is enough in a config.
 const BUILTIN_FORMATS_TOML: &str = include_str!("../../configs/formats.toml");
 
-/// Whether a header field would shadow a record key in `extra` (and so serialize twice).
+/// Whether a header field would shadow a record key (and so serialize twice).
 fn is_reserved(name: &str) -> bool {
     RESULT_FIELDS.contains(&name) || name == "format_mismatch"
 }

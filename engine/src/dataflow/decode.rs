@@ -106,7 +106,7 @@ impl Decoder {
                 emit(self.prepare(at, 0, &self.index, decoded.record, id));
                 Ok(())
             }
-            DecodeMode::Batch => self.decode_batch(at, &text, text.as_bytes(), emit),
+            DecodeMode::Batch => self.decode_batch(at, &text, emit),
         }
     }
 
@@ -114,7 +114,6 @@ impl Decoder {
         &self,
         at: &Place<'_>,
         text: &str,
-        raw: &[u8],
         emit: &mut impl FnMut(Decoded),
     ) -> Result<(), QuarantineRecord> {
         let batch: LogBatch = serde_json::from_str(text).map_err(|e| {
@@ -122,11 +121,11 @@ impl Decoder {
                 serde_json::error::Category::Data => Reason::InvalidBatch,
                 _ => Reason::InvalidJson,
             };
-            at.bad(reason, e.to_string(), raw, 0)
+            at.bad(reason, e.to_string(), text.as_bytes(), 0)
         })?;
         if !valid_index(&batch.index) {
             let detail = format!("index {:?} is not a valid index name", batch.index);
-            return Err(at.bad(Reason::InvalidIndex, detail, raw, 0));
+            return Err(at.bad(Reason::InvalidIndex, detail, text.as_bytes(), 0));
         }
         for (sub, record) in batch.logs.into_iter().enumerate() {
             let sub = u32::try_from(sub).unwrap_or(u32::MAX);
