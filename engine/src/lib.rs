@@ -4,6 +4,7 @@
 //! Start at [`pipeline::run`]: it builds the dataflow of [`dataflow`] on every worker and drives
 //! the sources of [`sources`] from worker 0.
 
+pub mod allocator;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

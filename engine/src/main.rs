@@ -72,6 +72,7 @@ Examples:
 /// Errors end the process with one line, `error: <what>: <why>...`, and exit code 1: the
 /// context chain says what failed without a backtrace or debug dump.
 fn main() -> std::process::ExitCode {
+    logsight_engine::allocator::keep_freed_pages();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
