@@ -145,7 +145,8 @@ impl Writer {
 #[derive(Default)]
 pub struct Renderer {
     ingest: IngestClock,
-    buf: Vec<u8>,
+    /// Length of the last document: the next one's buffer starts a little larger.
+    last_len: usize,
 }
 
 impl Renderer {
@@ -156,11 +157,11 @@ impl Renderer {
             result: &analyzed.result,
             ingest_timestamp: self.ingest.format(line.ingest_ms),
         };
-        self.buf.clear();
-        view.write_json(&mut self.buf)?;
-        let source = std::str::from_utf8(&self.buf)
-            .map_err(|e| WriteError::Json(serde::ser::Error::custom(e)))?
-            .to_owned();
+        // Rendered in place (not into a reused buffer then copied): documents of a stream are
+        // of similar length, so the first guess rarely has to grow.
+        let mut source = String::with_capacity(self.last_len + self.last_len / 4 + 64);
+        view.write_json(&mut source)?;
+        self.last_len = source.len();
         Ok(DocLine {
             key: line.key,
             index: std::mem::take(&mut analyzed.index),
