@@ -1285,7 +1285,7 @@ fn record_from(matched: &Matched) -> LogRecord {
 
 /// The canonical name of a level, else its raw text.
 fn level_of(raw: Option<&str>) -> Option<String> {
-    let raw = raw.map(str::trim).filter(|v| !v.is_empty())?;
+    let raw = raw.map(trim).filter(|v| !v.is_empty())?;
     Some(match Level::parse(raw) {
         Level::Unknown => raw.to_owned(),
         level => level.as_str().to_owned(),
