@@ -1361,22 +1361,44 @@ fn is_joined(text: &str, parts: &[Option<&str>]) -> bool {
 /// `timestamp::parse` + RFC 3339 rendering of `parts` joined by spaces, remembering the last
 /// answer per thread: log lines come in time order, many per second, so consecutive lines
 /// usually repeat the same text. The key is the full joined text, compared without building
-/// it, so a hit allocates only the returned copy.
+/// it, so a hit allocates only the returned copy; a miss renders into the kept buffer.
 fn normalized_timestamp(parts: &[Option<&str>]) -> Option<String> {
     thread_local! {
-        static LAST: std::cell::RefCell<(String, Option<String>)> =
-            const { std::cell::RefCell::new((String::new(), None)) };
+        static LAST: std::cell::RefCell<TimestampMemo> = const {
+            std::cell::RefCell::new(TimestampMemo {
+                key: String::new(),
+                answer: String::new(),
+                parsed: false,
+            })
+        };
     }
     LAST.with(|last| {
         let mut last = last.borrow_mut();
-        let (key, answer) = &mut *last;
+        let TimestampMemo {
+            key,
+            answer,
+            parsed,
+        } = &mut *last;
         if key.is_empty() || !is_joined(key, parts) {
             key.clear();
             push_joined(key, parts);
-            *answer = timestamp::parse(key).map(|ts| timestamp::to_rfc3339_millis(&ts));
+            let ts = timestamp::parse(key);
+            *parsed = ts.is_some();
+            if let Some(ts) = ts {
+                timestamp::write_rfc3339_millis(&ts, answer);
+            }
         }
-        answer.clone()
+        parsed.then(|| answer.clone())
     })
+}
+
+/// The last answer of [`normalized_timestamp`].
+struct TimestampMemo {
+    /// The joined parts.
+    key: String,
+    /// Their normalised text, when `parsed`.
+    answer: String,
+    parsed: bool,
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub fn parse_with_year(raw: &str, default_year: i32) -> Option<DateTime<Utc>> {
 
 /// The shape dispatch; `default_year` is called only when the text has no year.
 fn parse_impl(raw: &str, default_year: &dyn Fn() -> i32) -> Option<DateTime<Utc>> {
-    let text = raw.trim_matches(|c: char| c.is_whitespace() || c == '[' || c == ']');
+    let text = trim(raw);
     let mut cur = Cursor::new(text);
     let first = cur.peek()?;
     if first.is_ascii_alphabetic() {
@@ -52,6 +52,16 @@ fn parse_impl(raw: &str, default_year: &dyn Fn() -> i32) -> Option<DateTime<Utc>
     }
 }
 
+/// `raw` without surrounding whitespace and brackets, without decoding characters when both
+/// ends are ASCII other than those (the usual header field): then nothing is trimmed.
+fn trim(raw: &str) -> &str {
+    let keep = |b: &u8| matches!(b, 0x21..=0x7F) && *b != b'[' && *b != b']';
+    match raw.as_bytes() {
+        [first, .., last] if keep(first) && keep(last) => raw,
+        _ => raw.trim_matches(|c: char| c.is_whitespace() || c == '[' || c == ']'),
+    }
+}
+
 /// RFC 3339 UTC with milliseconds (`2015-10-18T18:01:47.978Z`) when recognised, else `raw`.
 pub fn normalize(raw: &str) -> String {
     match parse(raw) {
@@ -63,13 +73,23 @@ pub fn normalize(raw: &str) -> String {
 /// The normalised text of an instant: RFC 3339, UTC, milliseconds (`2015-10-18T18:01:47.978Z`).
 /// Written digit by digit: this runs per line, and chrono's formatter costs several times more.
 pub fn to_rfc3339_millis(ts: &DateTime<Utc>) -> String {
+    let mut out = String::with_capacity(24);
+    write_rfc3339_millis(ts, &mut out);
+    out
+}
+
+/// [`to_rfc3339_millis`] into `out` (cleared first), so a caller that keeps a buffer saves the
+/// allocation.
+pub fn write_rfc3339_millis(ts: &DateTime<Utc>, out: &mut String) {
+    out.clear();
     // Date and time read once from the naive value: `DateTime`'s accessors re-derive the
     // local time (an offset addition) on every call.
     let naive = ts.naive_utc();
     let (date, time) = (naive.date(), naive.time());
     let year = date.year();
     if !(0..=9999).contains(&year) {
-        return ts.to_rfc3339_opts(SecondsFormat::Millis, true);
+        out.push_str(&ts.to_rfc3339_opts(SecondsFormat::Millis, true));
+        return;
     }
     let millis = (time.nanosecond() / 1_000_000).min(999);
     let fields = [
@@ -81,20 +101,20 @@ pub fn to_rfc3339_millis(ts: &DateTime<Utc>) -> String {
         (time.second(), 2, b'.'),
         (millis, 3, b'Z'),
     ];
-    let mut out = [0u8; 24];
+    let mut text = [0u8; 24];
     let mut at = 0;
     for (value, width, sep) in fields {
         let mut rest = value;
         for i in (0..width).rev() {
-            out[at + i] = b'0' + (rest % 10) as u8;
+            text[at + i] = b'0' + (rest % 10) as u8;
             rest /= 10;
         }
-        out[at + width] = sep;
+        text[at + width] = sep;
         at += width + 1;
     }
     // Only ASCII digits and separators were written, so this never takes the fallback
     // (`from_utf8_lossy` would cost more than the digits above).
-    std::str::from_utf8(&out).unwrap_or_default().to_owned()
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 /// Minutes since the Unix epoch (floor), the key of per-minute windows.
@@ -385,7 +405,20 @@ fn fraction(cur: &mut Cursor) -> Option<u32> {
     let used = len.min(9);
     let value = cur.fixed(used)?;
     cur.pos += len - used;
-    Some(value * 10u32.pow((9 - used) as u32))
+    // A table instead of `10u32.pow`, which loops.
+    const SCALE: [u32; 10] = [
+        1_000_000_000,
+        100_000_000,
+        10_000_000,
+        1_000_000,
+        100_000,
+        10_000,
+        1_000,
+        100,
+        10,
+        1,
+    ];
+    Some(value * SCALE.get(used)?)
 }
 
 /// An optional zone after a time: `Z`, `UTC`, `GMT`, `±HH[:][MM]` (also after `UTC`/`GMT`),
@@ -427,6 +460,10 @@ fn zone(cur: &mut Cursor) -> Option<i32> {
 fn finish(cur: &Cursor, local: NaiveDateTime, offset: i32) -> Option<DateTime<Utc>> {
     if !cur.at_end() {
         return None;
+    }
+    if offset == 0 {
+        // The usual case; chrono's checked subtraction costs more than the rest of a parse.
+        return Some(local.and_utc());
     }
     let utc = local.checked_sub_signed(TimeDelta::seconds(i64::from(offset)))?;
     Some(utc.and_utc())
