@@ -341,8 +341,9 @@ struct Roles {
     time: Option<usize>,
     day: Option<usize>,
     month: Option<usize>,
-    /// Per slot: whether the field is stored in the header (not `Content`, not a record key).
-    stored: Vec<bool>,
+    /// The slots of the fields stored in the header (not `Content`, not a record key), in
+    /// format order: the per-line loop visits only these.
+    stored: Vec<usize>,
     /// Total length of the stored fields' names.
     stored_name_bytes: usize,
 }
@@ -358,7 +359,7 @@ impl Roles {
             time: find("time"),
             day: find("day"),
             month: find("month"),
-            stored: names.iter().map(|n| is_stored(n)).collect(),
+            stored: (0..names.len()).filter(|&i| is_stored(&names[i])).collect(),
             stored_name_bytes: names.iter().filter(|n| is_stored(n)).map(|n| n.len()).sum(),
         }
     }
@@ -1272,11 +1273,12 @@ fn record_from(matched: &Matched) -> LogRecord {
     record.level = level_of(matched.role(roles.level));
     record.timestamp = timestamp_of(matched);
     let value_bytes = matched.line.len() - matched.content().len();
+    // Sized for the stored fields only, so the offsets of up to six fields stay inline.
     record.header =
         HeaderFields::with_capacity(roles.stored.len(), roles.stored_name_bytes + value_bytes);
-    for (slot, name) in matched.format.names.iter().enumerate() {
-        let stored = roles.stored.get(slot).copied().unwrap_or(false);
-        if let Some(value) = matched.value(slot).filter(|_| stored) {
+    let names = &matched.format.names;
+    for &slot in &roles.stored {
+        if let (Some(name), Some(value)) = (names.get(slot), matched.value(slot)) {
             record.header.push(name, value);
         }
     }
