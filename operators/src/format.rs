@@ -1369,7 +1369,7 @@ fn normalized_timestamp(parts: &[Option<&str>]) -> Option<String> {
         static LAST: std::cell::RefCell<TimestampMemo> = const {
             std::cell::RefCell::new(TimestampMemo {
                 key: String::new(),
-                answer: String::new(),
+                answer: timestamp::MillisText::new(),
                 parsed: false,
             })
         };
@@ -1387,10 +1387,10 @@ fn normalized_timestamp(parts: &[Option<&str>]) -> Option<String> {
             let ts = timestamp::parse(key);
             *parsed = ts.is_some();
             if let Some(ts) = ts {
-                timestamp::write_rfc3339_millis(&ts, answer);
+                answer.set(&ts);
             }
         }
-        parsed.then(|| answer.clone())
+        parsed.then(|| answer.as_str().to_owned())
     })
 }
 
@@ -1399,7 +1399,7 @@ struct TimestampMemo {
     /// The joined parts.
     key: String,
     /// Their normalised text, when `parsed`.
-    answer: String,
+    answer: timestamp::MillisText,
     parsed: bool,
 }
 
