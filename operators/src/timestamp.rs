@@ -102,37 +102,41 @@ impl MillisText {
         // local time (an offset addition) on every call.
         let naive = ts.naive_utc();
         let (date, time) = (naive.date(), naive.time());
+        let millis = (time.nanosecond() / 1_000_000).min(999);
+        let time_fields = [
+            (time.hour(), 2, b':'),
+            (time.minute(), 2, b':'),
+            (time.second(), 2, b'.'),
+            (millis, 3, b'Z'),
+        ];
         if self.day == Some(date) {
             // Keep `yyyy-mm-ddT`.
             self.text.truncate(11);
-        } else {
-            self.day = None;
-            self.text.clear();
-            let Ok(year @ 0..=9999) = u32::try_from(date.year()) else {
-                self.text
-                    .push_str(&ts.to_rfc3339_opts(SecondsFormat::Millis, true));
-                return;
-            };
-            push_fields(
-                &mut self.text,
-                [
-                    (year, 4, b'-'),
-                    (date.month(), 2, b'-'),
-                    (date.day(), 2, b'T'),
-                ],
-            );
-            self.day = Some(date);
+            push_fields(&mut self.text, time_fields);
+            return;
         }
-        let millis = (time.nanosecond() / 1_000_000).min(999);
+        self.day = None;
+        self.text.clear();
+        let Ok(year @ 0..=9999) = u32::try_from(date.year()) else {
+            self.text
+                .push_str(&ts.to_rfc3339_opts(SecondsFormat::Millis, true));
+            return;
+        };
+        // One call for all fields: each call checks its buffer as UTF-8 once.
+        let [hour, minute, second, millis] = time_fields;
         push_fields(
             &mut self.text,
             [
-                (time.hour(), 2, b':'),
-                (time.minute(), 2, b':'),
-                (time.second(), 2, b'.'),
-                (millis, 3, b'Z'),
+                (year, 4, b'-'),
+                (date.month(), 2, b'-'),
+                (date.day(), 2, b'T'),
+                hour,
+                minute,
+                second,
+                millis,
             ],
         );
+        self.day = Some(date);
     }
 
     pub fn as_str(&self) -> &str {
@@ -143,7 +147,7 @@ impl MillisText {
 /// Appends each (value, digits, separator): the value zero-padded to that many digits (at most
 /// 4), then the separator.
 fn push_fields<const N: usize>(out: &mut String, fields: [(u32, usize, u8); N]) {
-    let mut text = [0u8; 20];
+    let mut text = [0u8; 24];
     let mut at = 0;
     for (value, width, sep) in fields {
         let Some(slot) = text.get_mut(at..at + width + 1) else {
