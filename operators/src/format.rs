@@ -341,8 +341,9 @@ struct Roles {
     time: Option<usize>,
     day: Option<usize>,
     month: Option<usize>,
-    /// Per slot: whether the field is stored in the header (not `Content`, not a record key).
-    stored: Vec<bool>,
+    /// The slots of the fields stored in the header (not `Content`, not a record key), in
+    /// format order: the per-line loop visits only these.
+    stored: Vec<usize>,
     /// Total length of the stored fields' names.
     stored_name_bytes: usize,
 }
@@ -358,7 +359,7 @@ impl Roles {
             time: find("time"),
             day: find("day"),
             month: find("month"),
-            stored: names.iter().map(|n| is_stored(n)).collect(),
+            stored: (0..names.len()).filter(|&i| is_stored(&names[i])).collect(),
             stored_name_bytes: names.iter().filter(|n| is_stored(n)).map(|n| n.len()).sum(),
         }
     }
@@ -1272,11 +1273,12 @@ fn record_from(matched: &Matched) -> LogRecord {
     record.level = level_of(matched.role(roles.level));
     record.timestamp = timestamp_of(matched);
     let value_bytes = matched.line.len() - matched.content().len();
+    // Sized for the stored fields only, so the offsets of up to six fields stay inline.
     record.header =
         HeaderFields::with_capacity(roles.stored.len(), roles.stored_name_bytes + value_bytes);
-    for (slot, name) in matched.format.names.iter().enumerate() {
-        let stored = roles.stored.get(slot).copied().unwrap_or(false);
-        if let Some(value) = matched.value(slot).filter(|_| stored) {
+    let names = &matched.format.names;
+    for &slot in &roles.stored {
+        if let (Some(name), Some(value)) = (names.get(slot), matched.value(slot)) {
             record.header.push(name, value);
         }
     }
@@ -1285,7 +1287,7 @@ fn record_from(matched: &Matched) -> LogRecord {
 
 /// The canonical name of a level, else its raw text.
 fn level_of(raw: Option<&str>) -> Option<String> {
-    let raw = raw.map(str::trim).filter(|v| !v.is_empty())?;
+    let raw = raw.map(trim).filter(|v| !v.is_empty())?;
     Some(match Level::parse(raw) {
         Level::Unknown => raw.to_owned(),
         level => level.as_str().to_owned(),
@@ -1361,22 +1363,44 @@ fn is_joined(text: &str, parts: &[Option<&str>]) -> bool {
 /// `timestamp::parse` + RFC 3339 rendering of `parts` joined by spaces, remembering the last
 /// answer per thread: log lines come in time order, many per second, so consecutive lines
 /// usually repeat the same text. The key is the full joined text, compared without building
-/// it, so a hit allocates only the returned copy.
+/// it, so a hit allocates only the returned copy; a miss renders into the kept buffer.
 fn normalized_timestamp(parts: &[Option<&str>]) -> Option<String> {
     thread_local! {
-        static LAST: std::cell::RefCell<(String, Option<String>)> =
-            const { std::cell::RefCell::new((String::new(), None)) };
+        static LAST: std::cell::RefCell<TimestampMemo> = const {
+            std::cell::RefCell::new(TimestampMemo {
+                key: String::new(),
+                answer: timestamp::MillisText::new(),
+                parsed: false,
+            })
+        };
     }
     LAST.with(|last| {
         let mut last = last.borrow_mut();
-        let (key, answer) = &mut *last;
+        let TimestampMemo {
+            key,
+            answer,
+            parsed,
+        } = &mut *last;
         if key.is_empty() || !is_joined(key, parts) {
             key.clear();
             push_joined(key, parts);
-            *answer = timestamp::parse(key).map(|ts| timestamp::to_rfc3339_millis(&ts));
+            let ts = timestamp::parse(key);
+            *parsed = ts.is_some();
+            if let Some(ts) = ts {
+                answer.set(&ts);
+            }
         }
-        answer.clone()
+        parsed.then(|| answer.as_str().to_owned())
     })
+}
+
+/// The last answer of [`normalized_timestamp`].
+struct TimestampMemo {
+    /// The joined parts.
+    key: String,
+    /// Their normalised text, when `parsed`.
+    answer: timestamp::MillisText,
+    parsed: bool,
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub fn parse_with_year(raw: &str, default_year: i32) -> Option<DateTime<Utc>> {
 
 /// The shape dispatch; `default_year` is called only when the text has no year.
 fn parse_impl(raw: &str, default_year: &dyn Fn() -> i32) -> Option<DateTime<Utc>> {
-    let text = raw.trim_matches(|c: char| c.is_whitespace() || c == '[' || c == ']');
+    let text = trim(raw);
     let mut cur = Cursor::new(text);
     let first = cur.peek()?;
     if first.is_ascii_alphabetic() {
@@ -52,6 +52,16 @@ fn parse_impl(raw: &str, default_year: &dyn Fn() -> i32) -> Option<DateTime<Utc>
     }
 }
 
+/// `raw` without surrounding whitespace and brackets, without decoding characters when both
+/// ends are ASCII other than those (the usual header field): then nothing is trimmed.
+fn trim(raw: &str) -> &str {
+    let keep = |b: &u8| matches!(b, 0x21..=0x7F) && *b != b'[' && *b != b']';
+    match raw.as_bytes() {
+        [first, .., last] if keep(first) && keep(last) => raw,
+        _ => raw.trim_matches(|c: char| c.is_whitespace() || c == '[' || c == ']'),
+    }
+}
+
 /// RFC 3339 UTC with milliseconds (`2015-10-18T18:01:47.978Z`) when recognised, else `raw`.
 pub fn normalize(raw: &str) -> String {
     match parse(raw) {
@@ -63,38 +73,97 @@ pub fn normalize(raw: &str) -> String {
 /// The normalised text of an instant: RFC 3339, UTC, milliseconds (`2015-10-18T18:01:47.978Z`).
 /// Written digit by digit: this runs per line, and chrono's formatter costs several times more.
 pub fn to_rfc3339_millis(ts: &DateTime<Utc>) -> String {
-    // Date and time read once from the naive value: `DateTime`'s accessors re-derive the
-    // local time (an offset addition) on every call.
-    let naive = ts.naive_utc();
-    let (date, time) = (naive.date(), naive.time());
-    let year = date.year();
-    if !(0..=9999).contains(&year) {
-        return ts.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let mut text = MillisText::new();
+    text.set(ts);
+    text.text
+}
+
+/// The [`to_rfc3339_millis`] text of the last instant given, kept in one buffer: consecutive
+/// log lines are mostly on the same day, so then only the time of day is written again, and
+/// nothing is allocated.
+#[derive(Debug, Clone, Default)]
+pub struct MillisText {
+    /// The day `text` starts with, when it has the usual 24-byte form.
+    day: Option<NaiveDate>,
+    text: String,
+}
+
+impl MillisText {
+    pub const fn new() -> Self {
+        MillisText {
+            day: None,
+            text: String::new(),
+        }
     }
-    let millis = (time.nanosecond() / 1_000_000).min(999);
-    let fields = [
-        (year.unsigned_abs(), 4, b'-'),
-        (date.month(), 2, b'-'),
-        (date.day(), 2, b'T'),
-        (time.hour(), 2, b':'),
-        (time.minute(), 2, b':'),
-        (time.second(), 2, b'.'),
-        (millis, 3, b'Z'),
-    ];
-    let mut out = [0u8; 24];
+
+    /// Makes the text that of `ts`.
+    pub fn set(&mut self, ts: &DateTime<Utc>) {
+        // Date and time read once from the naive value: `DateTime`'s accessors re-derive the
+        // local time (an offset addition) on every call.
+        let naive = ts.naive_utc();
+        let (date, time) = (naive.date(), naive.time());
+        let millis = (time.nanosecond() / 1_000_000).min(999);
+        let time_fields = [
+            (time.hour(), 2, b':'),
+            (time.minute(), 2, b':'),
+            (time.second(), 2, b'.'),
+            (millis, 3, b'Z'),
+        ];
+        if self.day == Some(date) {
+            // Keep `yyyy-mm-ddT`.
+            self.text.truncate(11);
+            push_fields(&mut self.text, time_fields);
+            return;
+        }
+        self.day = None;
+        self.text.clear();
+        let Ok(year @ 0..=9999) = u32::try_from(date.year()) else {
+            self.text
+                .push_str(&ts.to_rfc3339_opts(SecondsFormat::Millis, true));
+            return;
+        };
+        // One call for all fields: each call checks its buffer as UTF-8 once.
+        let [hour, minute, second, millis] = time_fields;
+        push_fields(
+            &mut self.text,
+            [
+                (year, 4, b'-'),
+                (date.month(), 2, b'-'),
+                (date.day(), 2, b'T'),
+                hour,
+                minute,
+                second,
+                millis,
+            ],
+        );
+        self.day = Some(date);
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Appends each (value, digits, separator): the value zero-padded to that many digits (at most
+/// 4), then the separator.
+fn push_fields<const N: usize>(out: &mut String, fields: [(u32, usize, u8); N]) {
+    let mut text = [0u8; 24];
     let mut at = 0;
     for (value, width, sep) in fields {
+        let Some(slot) = text.get_mut(at..at + width + 1) else {
+            break;
+        };
         let mut rest = value;
-        for i in (0..width).rev() {
-            out[at + i] = b'0' + (rest % 10) as u8;
+        for digit in slot[..width].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
             rest /= 10;
         }
-        out[at + width] = sep;
+        slot[width] = sep;
         at += width + 1;
     }
-    // Only ASCII digits and separators were written, so this never takes the fallback
-    // (`from_utf8_lossy` would cost more than the digits above).
-    std::str::from_utf8(&out).unwrap_or_default().to_owned()
+    // Only ASCII digits and separators were written, so this never takes the fallback. One
+    // check of the buffer costs less than pushing its bytes one `char` at a time.
+    out.push_str(std::str::from_utf8(&text[..at]).unwrap_or_default());
 }
 
 /// Minutes since the Unix epoch (floor), the key of per-minute windows.
@@ -385,7 +454,20 @@ fn fraction(cur: &mut Cursor) -> Option<u32> {
     let used = len.min(9);
     let value = cur.fixed(used)?;
     cur.pos += len - used;
-    Some(value * 10u32.pow((9 - used) as u32))
+    // A table instead of `10u32.pow`, which loops.
+    const SCALE: [u32; 10] = [
+        1_000_000_000,
+        100_000_000,
+        10_000_000,
+        1_000_000,
+        100_000,
+        10_000,
+        1_000,
+        100,
+        10,
+        1,
+    ];
+    Some(value * SCALE.get(used)?)
 }
 
 /// An optional zone after a time: `Z`, `UTC`, `GMT`, `±HH[:][MM]` (also after `UTC`/`GMT`),
@@ -427,6 +509,10 @@ fn zone(cur: &mut Cursor) -> Option<i32> {
 fn finish(cur: &Cursor, local: NaiveDateTime, offset: i32) -> Option<DateTime<Utc>> {
     if !cur.at_end() {
         return None;
+    }
+    if offset == 0 {
+        // The usual case; chrono's checked subtraction costs more than the rest of a parse.
+        return Some(local.and_utc());
     }
     let utc = local.checked_sub_signed(TimeDelta::seconds(i64::from(offset)))?;
     Some(utc.and_utc())
@@ -748,6 +834,35 @@ mod tests {
             ts.map(|t| to_rfc3339_millis(&t)).as_deref(),
             Some("2015-10-18T18:01:47.978Z")
         );
+    }
+
+    #[test]
+    fn kept_millis_text_equals_chrono() {
+        // Same day, next day, out of range and back, a day repeated after another one.
+        let sequence = [
+            (1_445_191_307, 978_000_000),
+            (1_445_191_308, 0),
+            (1_445_191_308, 999_999_999),
+            (1_445_212_799, 500_000_000),
+            (1_445_212_800, 1_000_000),
+            (253_402_300_800, 0),
+            (253_402_300_800, 0),
+            (1_445_212_801, 0),
+            (-62_167_219_201, 0),
+            (-62_167_219_200, 0),
+            (0, 0),
+            (1_445_191_307, 978_000_000),
+            (0, 5_000_000),
+        ];
+        let mut kept = MillisText::new();
+        for (secs, nanos) in sequence {
+            let Some(ts) = DateTime::from_timestamp(secs, nanos) else {
+                panic!("{secs}");
+            };
+            kept.set(&ts);
+            let chrono = ts.to_rfc3339_opts(SecondsFormat::Millis, true);
+            assert_eq!(kept.as_str(), chrono, "{secs}");
+        }
     }
 
     #[test]
