@@ -44,7 +44,7 @@ fn map_from_text<E: serde::de::Error>(text: &str) -> Result<Map<String, Value>, 
 type LogFields = (
     String,
     Option<String>,
-    Option<String>,
+    Option<Cow<'static, str>>,
     Option<String>,
     String,
     Option<Tags>,
@@ -56,7 +56,7 @@ type LogFields = (
 type LogFieldRefs<'a> = (
     &'a str,
     &'a Option<String>,
-    &'a Option<String>,
+    &'a Option<Cow<'static, str>>,
     &'a Option<String>,
     String,
     Option<&'a Tags>,

@@ -109,7 +109,7 @@ mod tests {
     fn result(timestamp: Option<&str>, ingest: Option<&str>, level: Option<&str>) -> ResultRecord {
         let mut log = LogRecord::from_message("disk full on /dev/sda1");
         log.timestamp = timestamp.map(str::to_owned);
-        log.level = level.map(str::to_owned);
+        log.level = level.map(|l| l.to_owned().into());
         log.tags
             .to_mut()
             .insert("service".to_owned(), "db".to_owned());

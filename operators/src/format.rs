@@ -14,6 +14,7 @@ use crate::model::{HeaderFields, LogRecord, RESULT_FIELDS};
 use crate::timestamp;
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -1285,12 +1286,12 @@ fn record_from(matched: &Matched) -> LogRecord {
     record
 }
 
-/// The canonical name of a level, else its raw text.
-fn level_of(raw: Option<&str>) -> Option<String> {
+/// The canonical name of a level (borrowed, no allocation), else its raw text.
+fn level_of(raw: Option<&str>) -> Option<Cow<'static, str>> {
     let raw = raw.map(trim).filter(|v| !v.is_empty())?;
     Some(match Level::parse(raw) {
-        Level::Unknown => raw.to_owned(),
-        level => level.as_str().to_owned(),
+        Level::Unknown => Cow::Owned(raw.to_owned()),
+        level => Cow::Borrowed(level.as_str()),
     })
 }
 
