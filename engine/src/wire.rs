@@ -10,7 +10,7 @@
 use operators::analyze::{AnalyzedLine, PreparedLine};
 use operators::mask::MaskedMessage;
 use operators::model::{
-    default_log_tags, is_default_tags, HeaderFields, LogRecord, ResultRecord, Tags,
+    default_log_tags, is_default_tags, HeaderFields, LogRecord, Params, ResultRecord, Tags,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -118,7 +118,7 @@ impl<'de> Deserialize<'de> for Packed<PreparedLine> {
 type ResultFields = (
     String,
     String,
-    Vec<String>,
+    (String, Vec<u32>),
     u8,
     f64,
     u32,
@@ -133,7 +133,7 @@ impl Serialize for Packed<AnalyzedLine> {
         let fields = (
             &r.template,
             &r.template_id,
-            &r.params,
+            r.params.as_parts(),
             r.prediction,
             r.anomaly_score,
             r.risk_score,
@@ -154,7 +154,9 @@ impl<'de> Deserialize<'de> for Packed<AnalyzedLine> {
                 log: log_from_fields(log)?,
                 template: f.0,
                 template_id: f.1,
-                params: f.2,
+                params: Params::from_parts(f.2 .0, &f.2 .1).ok_or_else(|| {
+                    serde::de::Error::custom("param offsets do not fit their text")
+                })?,
                 prediction: f.3,
                 anomaly_score: f.4,
                 risk_score: f.5,

@@ -117,7 +117,7 @@ mod tests {
             log,
             template: "disk full on <*>".to_owned(),
             template_id: "t9".to_owned(),
-            params: vec!["/dev/sda1".to_owned()],
+            params: ["/dev/sda1"].into_iter().collect(),
             prediction: 1,
             anomaly_score: 0.9,
             risk_score: 80,

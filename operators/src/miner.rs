@@ -16,6 +16,7 @@
 //! recreates it, with the same id if its first line comes back.
 
 use crate::mask::{is_wildcard, MaskedMessage, WILDCARD};
+use crate::model::Params;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::hash::Hasher;
@@ -287,7 +288,7 @@ pub struct MineOutcome {
     /// The template text after this line (variables as `<*>`).
     pub template: String,
     /// The line's variable values, in order.
-    pub params: Vec<String>,
+    pub params: Params,
     /// True when this line created the template.
     pub added: bool,
     /// Lines matched by the template so far, this one included.
@@ -547,8 +548,19 @@ fn insert_bounded(shard: &mut Shard, template: Template, cap: usize) -> usize {
 
 /// The line's values at template wildcards (whole tokens) and inside partially masked
 /// constant tokens, in order.
-fn extract_params(template: &Template, msg: &MaskedMessage) -> Vec<String> {
-    let mut params = Vec::with_capacity(msg.value_count() + 1);
+fn extract_params(template: &Template, msg: &MaskedMessage) -> Params {
+    let masked_bytes: u32 = (0..msg.value_count())
+        .filter_map(|k| msg.value(k))
+        .map(|(_, s, e)| e.saturating_sub(s))
+        .sum();
+    // Sized for the masked values plus some room for tokens the template generalised; no
+    // allocation for lines without masked values, which usually have no params at all.
+    let room = if masked_bytes == 0 {
+        0
+    } else {
+        masked_bytes as usize + 16
+    };
+    let mut params = Params::with_capacity(msg.value_count() + 1, room);
     // Masked values are in token order: one cursor walks them alongside the tokens.
     let mut next_value = 0;
     for (i, (t, shape)) in template.tokens.iter().zip(&template.shapes).enumerate() {
@@ -559,18 +571,18 @@ fn extract_params(template: &Template, msg: &MaskedMessage) -> Vec<String> {
         // Only read where needed: most tokens are constants equal to the template's.
         let original = || msg.original_token(i);
         match *shape {
-            Shape::Wildcard => params.push(original().to_owned()),
+            Shape::Wildcard => params.push(original()),
             _ if t == msg.masked_token(i) => {
                 while let Some((_, s, e)) = msg.value(next_value).filter(|v| v.0 == token) {
-                    params.push(msg.text[s as usize..e as usize].to_owned());
+                    params.push(&msg.text[s as usize..e as usize]);
                     next_value += 1;
                 }
             }
             Shape::Pattern { prefix, suffix } if shape.frames(t, original()) => {
                 let original = original();
-                params.push(original[prefix..original.len() - suffix].to_owned());
+                params.push(&original[prefix..original.len() - suffix]);
             }
-            _ => params.push(original().to_owned()),
+            _ => params.push(original()),
         }
     }
     params

@@ -4,7 +4,7 @@
 //! and written back loses nothing. Header fields parsed from raw lines live in the compact
 //! [`HeaderFields`] and default tags are shared, because every raw line has both.
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -105,10 +105,7 @@ impl HeaderFields {
     /// Rebuilds fields from [`HeaderFields::as_parts`]; `None` when the offsets do not fit
     /// the text (a corrupt or foreign message).
     pub fn from_parts(text: String, ends: &[u32]) -> Option<Self> {
-        let fits = ends.len().is_multiple_of(2)
-            && ends.windows(2).all(|w| w[0] <= w[1])
-            && ends.iter().all(|&e| text.is_char_boundary(e as usize))
-            && ends.last().is_none_or(|&e| e as usize == text.len());
+        let fits = ends.len().is_multiple_of(2) && fits_parts(&text, ends);
         fits.then(|| HeaderFields {
             text,
             ends: SmallVec::from_slice(ends),
@@ -147,6 +144,131 @@ impl<'de> Visitor<'de> for SkipEntries {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(())
+    }
+}
+
+/// A line's variable values in order of appearance, back to back in one string: one
+/// allocation per line instead of one per value plus the vector. Serialized as a JSON array of
+/// strings, like the `Vec<String>` it replaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    text: String,
+    /// End offset in `text` of each value.
+    ends: SmallVec<[u32; 8]>,
+}
+
+impl Params {
+    /// Room for `values` values of `bytes` bytes in all.
+    pub fn with_capacity(values: usize, bytes: usize) -> Self {
+        Params {
+            text: String::with_capacity(bytes),
+            ends: SmallVec::with_capacity(values),
+        }
+    }
+
+    /// Appends a value. Offsets are `u32`, like [`HeaderFields`]'s: values beyond 4 GiB in all
+    /// are cut at that size (lines that long are quarantined long before they get here).
+    #[inline]
+    pub fn push(&mut self, value: &str) {
+        self.text.push_str(value);
+        self.ends
+            .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Value `i`.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..end)
+    }
+
+    /// The values in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    }
+
+    /// The values as owned strings.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_owned).collect()
+    }
+
+    /// The packed form: the text and the end offsets (for compact wire formats).
+    pub fn as_parts(&self) -> (&str, &[u32]) {
+        (&self.text, &self.ends)
+    }
+
+    /// Rebuilds values from [`Params::as_parts`]; `None` when the offsets do not fit the text
+    /// (a corrupt or foreign message).
+    pub fn from_parts(text: String, ends: &[u32]) -> Option<Self> {
+        fits_parts(&text, ends).then(|| Params {
+            text,
+            ends: SmallVec::from_slice(ends),
+        })
+    }
+}
+
+/// Whether `ends` are ascending char boundaries of `text` ending at its end (the packed form
+/// of [`HeaderFields`] and [`Params`]).
+fn fits_parts(text: &str, ends: &[u32]) -> bool {
+    ends.windows(2).all(|w| w[0] <= w[1])
+        && ends.iter().all(|&e| text.is_char_boundary(e as usize))
+        && ends
+            .last()
+            .map_or(text.is_empty(), |&e| e as usize == text.len())
+}
+
+impl<'a> FromIterator<&'a str> for Params {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(values: I) -> Self {
+        let mut params = Params::default();
+        for value in values {
+            params.push(value);
+        }
+        params
+    }
+}
+
+impl<const N: usize> PartialEq<[&str; N]> for Params {
+    fn eq(&self, other: &[&str; N]) -> bool {
+        self.len() == N && self.iter().eq(other.iter().copied())
+    }
+}
+
+impl Serialize for Params {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(ParamsVisitor)
+    }
+}
+
+/// Reads an array of strings into [`Params`].
+struct ParamsVisitor;
+
+impl<'de> Visitor<'de> for ParamsVisitor {
+    type Value = Params;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Params, A::Error> {
+        let mut params = Params::with_capacity(seq.size_hint().unwrap_or(0).min(64), 0);
+        while let Some(value) = seq.next_element::<Cow<'de, str>>()? {
+            params.push(&value);
+        }
+        Ok(params)
     }
 }
 
@@ -230,7 +352,7 @@ pub struct ResultRecord {
     /// Stable id of the template (see `miner::TemplateId`), as a hex string.
     pub template_id: String,
     /// Variable values of this line, in order of appearance.
-    pub params: Vec<String>,
+    pub params: Params,
     /// 1 when the line is flagged as a semantic anomaly.
     pub prediction: u8,
     pub anomaly_score: f64,
@@ -325,12 +447,28 @@ mod tests {
     }
 
     #[test]
+    fn params_keep_values_in_order_and_read_back_from_json() {
+        let params: Params = ["10.0.0.1", "", "ü €", "42"].into_iter().collect();
+        assert_eq!(params.len(), 4);
+        assert_eq!(params.get(2), Some("ü €"));
+        assert_eq!(params.get(4), None);
+        assert_eq!(params, ["10.0.0.1", "", "ü €", "42"]);
+        assert_ne!(params, ["10.0.0.1", "", "ü €"]);
+        let json = serde_json::to_string(&params).unwrap();
+        assert_eq!(json, r#"["10.0.0.1","","ü €","42"]"#);
+        assert_eq!(serde_json::from_str::<Params>(&json).unwrap(), params);
+        assert_eq!(params.to_vec(), ["10.0.0.1", "", "ü €", "42"]);
+        assert!(serde_json::from_str::<Params>("[1]").is_err());
+        assert!(Params::default().is_empty());
+    }
+
+    #[test]
     fn results_flatten_the_log_and_round_trip() {
         let result = ResultRecord {
             log: LogRecord::from_message("disk full"),
             template: "disk full".into(),
             template_id: "00000000000000ff".into(),
-            params: vec![],
+            params: ["sda1", "", "x \"y\""].into_iter().collect(),
             prediction: 1,
             anomaly_score: 0.9,
             risk_score: 80,

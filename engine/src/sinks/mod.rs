@@ -484,7 +484,7 @@ mod tests {
     #[test]
     fn the_fast_writer_writes_what_serde_json_writes() {
         let mut plain = result();
-        plain.params = vec!["7".into(), "blk_1".into()];
+        plain.params = ["7", "blk_1"].into_iter().collect();
         let mut tricky = result();
         tricky.log.message = "quote \" backslash \\ tab\t nl\n bell\u{7} ü € 😀 </>".into();
         tricky.log.timestamp = Some("2015-10-18T18:01:47.978Z".into());
@@ -510,7 +510,7 @@ mod tests {
             .log
             .extra
             .insert("template".into(), "shadowed, dropped".into());
-        tricky.params = vec!["x\u{1}".into(), String::new()];
+        tricky.params = ["x\u{1}", ""].into_iter().collect();
         tricky.anomaly_score = 0.1 + 0.2;
         tricky.ingest_timestamp = Some("2026-01-01T00:00:00.000Z".into());
         for r in [plain, tricky] {
@@ -534,7 +534,7 @@ mod tests {
             log: LogRecord::from_message("disk failed"),
             template: "disk failed".into(),
             template_id: "00000000000000ab".into(),
-            params: vec![],
+            params: Default::default(),
             prediction: 1,
             anomaly_score: 0.9,
             risk_score: 80,
