@@ -115,7 +115,7 @@ mod tests {
             .insert("service".to_owned(), "db".to_owned());
         ResultRecord {
             log,
-            template: "disk full on <*>".to_owned(),
+            template: "disk full on <*>".into(),
             template_id: "t9".to_owned(),
             params: ["/dev/sda1"].into_iter().collect(),
             prediction: 1,

@@ -275,7 +275,7 @@ mod tests {
         let r1 = a.analyze_line("app", "user 7 logged in");
         let r2 = a.analyze_line("app", "user 8 logged in");
         assert_eq!((r1.result.risk_score, r2.result.risk_score), (1, 0));
-        assert_eq!(r2.result.template, "user <*> logged in");
+        assert_eq!(&*r2.result.template, "user <*> logged in");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::model::Params;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::hash::Hasher;
+use std::sync::Arc;
 
 /// Stable id of a template.
 pub type TemplateId = u64;
@@ -124,8 +125,9 @@ fn is_constant(token: &str) -> bool {
 pub struct Template {
     pub id: TemplateId,
     pub tokens: Vec<String>,
-    /// `tokens` joined by spaces, kept in sync so a match costs no re-rendering.
-    pub text: String,
+    /// `tokens` joined by spaces, kept in sync so a match costs no re-rendering. Shared with
+    /// every result of the template (a line's result holds it without copying it).
+    pub text: Arc<str>,
     pub count: u64,
     /// Shard clock value of the last line that matched (for LRU eviction).
     pub last_seen: u64,
@@ -179,7 +181,7 @@ impl Shape {
 
 impl Template {
     fn new(id: TemplateId, tokens: Vec<String>, clock: u64) -> Self {
-        let text = tokens.join(" ");
+        let text = tokens.join(" ").into();
         let shapes = tokens.iter().map(|t| Shape::of(t)).collect();
         Template {
             id,
@@ -214,7 +216,7 @@ impl Template {
             }
         }
         if changed {
-            self.text = self.tokens.join(" ");
+            self.text = self.tokens.join(" ").into();
         }
         changed
     }
@@ -285,8 +287,8 @@ impl RecentMatches {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MineOutcome {
     pub template_id: TemplateId,
-    /// The template text after this line (variables as `<*>`).
-    pub template: String,
+    /// The template text after this line (variables as `<*>`), shared with the miner.
+    pub template: Arc<str>,
     /// The line's variable values, in order.
     pub params: Params,
     /// True when this line created the template.
@@ -370,7 +372,7 @@ impl TemplateMiner {
         template.last_seen = clock;
         MineOutcome {
             template_id: template.id,
-            template: template.text.clone(),
+            template: Arc::clone(&template.text),
             params: extract_params(template, msg),
             added,
             count: template.count,
@@ -739,11 +741,11 @@ mod tests {
         let mut m = TemplateMiner::new(MinerConfig::default());
         let a = mine(&mut m, &masker, "Changing view acls to: yarn,curi");
         assert!(a.added);
-        assert_eq!(a.template, "Changing view acls to: yarn,curi");
+        assert_eq!(&*a.template, "Changing view acls to: yarn,curi");
         let b = mine(&mut m, &masker, "Changing view acls to: root");
         assert!(!b.added);
         assert_eq!(b.template_id, a.template_id);
-        assert_eq!(b.template, "Changing view acls to: <*>");
+        assert_eq!(&*b.template, "Changing view acls to: <*>");
         assert_eq!(b.params, ["root"]);
         assert_eq!(b.count, 2);
     }
@@ -776,7 +778,7 @@ mod tests {
             &masker,
             "user bob@corp logged in from 10.0.0.2 (id=9)",
         );
-        assert_eq!(o.template, "user <*>@corp logged in from <*> (id=<*>)");
+        assert_eq!(&*o.template, "user <*>@corp logged in from <*> (id=<*>)");
         assert_eq!(o.params, ["bob", "10.0.0.2", "9"]);
     }
 
@@ -786,11 +788,11 @@ mod tests {
         let mut m = TemplateMiner::new(MinerConfig::default());
         mine(&mut m, &masker, "package: Pkg~a~b, state: ok now");
         let o = mine(&mut m, &masker, "package: Other~c~d, state: ok now");
-        assert_eq!(o.template, "package: <*>, state: ok now");
+        assert_eq!(&*o.template, "package: <*>, state: ok now");
         assert_eq!(o.params, ["Other~c~d"]);
         // A later line fits the pattern and keeps it; its param drops the punctuation.
         let o = mine(&mut m, &masker, "package: Third~e, state: ok now");
-        assert_eq!(o.template, "package: <*>, state: ok now");
+        assert_eq!(&*o.template, "package: <*>, state: ok now");
         assert_eq!(o.params, ["Third~e"]);
         assert_eq!(generalised_token("(a)", "(bc)"), "(<*>)");
         assert_eq!(
@@ -826,7 +828,7 @@ mod tests {
         assert_ne!(a.template_id, b.template_id);
         // A word facing a value with digits or punctuation is not a plain-word pair.
         let c = mine(&mut m, &masker, "Starting TrustedInstaller v2-beta.");
-        assert_eq!(c.template, "Starting TrustedInstaller <*>.");
+        assert_eq!(&*c.template, "Starting TrustedInstaller <*>.");
         assert!(!c.added);
     }
 
@@ -927,7 +929,7 @@ mod tests {
         let masker = Masker::default_masks();
         let mut m = TemplateMiner::new(MinerConfig::default());
         let o = mine(&mut m, &masker, "   ");
-        assert_eq!(o.template, "");
+        assert_eq!(&*o.template, "");
         assert!(o.params.is_empty());
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 /// Tag set of a log: key/value pairs such as `{"service": "api"}`.
 pub type Tags = BTreeMap<String, String>;
@@ -347,8 +347,8 @@ pub const RESULT_FIELDS: [&str; 14] = [
 pub struct ResultRecord {
     #[serde(flatten)]
     pub log: LogRecord,
-    /// Masked message with variables as `<*>`.
-    pub template: String,
+    /// Masked message with variables as `<*>` (shared with the miner's template).
+    pub template: Arc<str>,
     /// Stable id of the template (see `miner::TemplateId`), as a hex string.
     pub template_id: String,
     /// Variable values of this line, in order of appearance.

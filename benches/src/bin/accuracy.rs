@@ -152,7 +152,7 @@ fn score_raw(config: &AnalyticsConfig, data: &Dataset) -> Result<Accuracy> {
         .iter()
         .map(|line| {
             let r = analyzer.analyze_line("bench", line).result;
-            (r.template_id, r.template)
+            (r.template_id, r.template.to_string())
         })
         .collect::<Vec<_>>();
     Ok(evaluate(&truth(data), &predicted))
@@ -167,7 +167,7 @@ fn score_content(config: &AnalyticsConfig, data: &Dataset) -> Result<Accuracy> {
             let r = analyzer
                 .analyze_record("bench", LogRecord::from_message(row.content.clone()))
                 .result;
-            (r.template_id, r.template)
+            (r.template_id, r.template.to_string())
         })
         .collect::<Vec<_>>();
     Ok(evaluate(&truth(data), &predicted))
