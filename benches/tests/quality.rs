@@ -20,7 +20,7 @@ fn grouping_and_parsing_accuracy_stay_above_the_targets() {
             .iter()
             .map(|l| {
                 let r = analyzer.analyze_line("test", l).result;
-                (r.template_id, r.template.to_string())
+                (r.template_id.to_string(), r.template.to_string())
             })
             .collect();
         let truth: Vec<String> = data.rows.iter().map(|r| r.template.clone()).collect();

@@ -153,7 +153,7 @@ impl<'de> Deserialize<'de> for Packed<AnalyzedLine> {
             result: ResultRecord {
                 log: log_from_fields(log)?,
                 template: f.0.into(),
-                template_id: f.1,
+                template_id: f.1.into(),
                 params: Params::from_parts(f.2 .0, &f.2 .1).ok_or_else(|| {
                     serde::de::Error::custom("param offsets do not fit their text")
                 })?,

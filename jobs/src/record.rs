@@ -85,7 +85,7 @@ impl JobRecord {
             minute_ms: minute_window(timestamp_ms),
             timestamp_ms,
             risk_score: result.risk_score,
-            template_id: result.template_id.as_str().into(),
+            template_id: Arc::clone(&result.template_id),
             added_state: result.added_state,
             level,
             level_fault: level.is_fault(),
@@ -116,7 +116,7 @@ mod tests {
         ResultRecord {
             log,
             template: "disk full on <*>".into(),
-            template_id: "t9".to_owned(),
+            template_id: "t9".into(),
             params: ["/dev/sda1"].into_iter().collect(),
             prediction: 1,
             anomaly_score: 0.9,

@@ -8,7 +8,7 @@ use crate::anomaly::{AnomalyConfig, AnomalyScorer};
 use crate::format::{to_record, FormatSet};
 use crate::level::Level;
 use crate::mask::{MaskConfig, MaskError, MaskRule, MaskedMessage, Masker};
-use crate::miner::{format_template_id, shard_key, MineOutcome, MinerConfig, TemplateMiner};
+use crate::miner::{shard_key, MineOutcome, MinerConfig, TemplateMiner};
 use crate::model::{LogRecord, ResultRecord};
 use crate::risk::RiskTable;
 use rustc_hash::FxHashMap;
@@ -134,7 +134,7 @@ fn unscored_result(log: LogRecord, mined: MineOutcome) -> ResultRecord {
     ResultRecord {
         log,
         template: mined.template,
-        template_id: format_template_id(mined.template_id),
+        template_id: mined.template_id_text,
         params: mined.params,
         prediction: 0,
         anomaly_score: 0.0,

@@ -124,6 +124,9 @@ fn is_constant(token: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Template {
     pub id: TemplateId,
+    /// `id` as stored (see [`format_template_id`]), rendered once and shared with results.
+    #[serde(skip)]
+    id_text: Arc<str>,
     pub tokens: Vec<String>,
     /// `tokens` joined by spaces, kept in sync so a match costs no re-rendering. Shared with
     /// every result of the template (a line's result holds it without copying it).
@@ -185,6 +188,7 @@ impl Template {
         let shapes = tokens.iter().map(|t| Shape::of(t)).collect();
         Template {
             id,
+            id_text: format_template_id(id).into(),
             tokens,
             text,
             count: 0,
@@ -193,8 +197,10 @@ impl Template {
         }
     }
 
-    fn rebuild_shapes(&mut self) {
+    /// Rebuilds what snapshots leave out: the shapes and the id's text.
+    fn rebuild_derived(&mut self) {
         self.shapes = self.tokens.iter().map(|t| Shape::of(t)).collect();
+        self.id_text = format_template_id(self.id).into();
     }
 
     /// Turns every position that disagrees with the line into a wildcard, keeping the
@@ -287,6 +293,8 @@ impl RecentMatches {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MineOutcome {
     pub template_id: TemplateId,
+    /// `template_id` as stored, shared with the miner.
+    pub template_id_text: Arc<str>,
     /// The template text after this line (variables as `<*>`), shared with the miner.
     pub template: Arc<str>,
     /// The line's variable values, in order.
@@ -372,6 +380,7 @@ impl TemplateMiner {
         template.last_seen = clock;
         MineOutcome {
             template_id: template.id,
+            template_id_text: Arc::clone(&template.id_text),
             template: Arc::clone(&template.text),
             params: extract_params(template, msg),
             added,
@@ -413,7 +422,7 @@ impl TemplateMiner {
         }
         let mut shards: FxHashMap<u64, Shard> = snapshot.shards.into_iter().collect();
         for template in shards.values_mut().flat_map(|s| s.templates.iter_mut()) {
-            template.rebuild_shapes();
+            template.rebuild_derived();
         }
         Some(TemplateMiner {
             config: snapshot.config,

@@ -349,8 +349,9 @@ pub struct ResultRecord {
     pub log: LogRecord,
     /// Masked message with variables as `<*>` (shared with the miner's template).
     pub template: Arc<str>,
-    /// Stable id of the template (see `miner::TemplateId`), as a hex string.
-    pub template_id: String,
+    /// Stable id of the template (see `miner::TemplateId`), as a hex string (shared with the
+    /// miner's template).
+    pub template_id: Arc<str>,
     /// Variable values of this line, in order of appearance.
     pub params: Params,
     /// 1 when the line is flagged as a semantic anomaly.

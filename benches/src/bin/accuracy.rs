@@ -96,10 +96,8 @@ fn explain(config: &AnalyticsConfig, data: &Dataset) -> Result<()> {
         by_ours.entry(&ours[i].template_id).or_default().push(i);
     }
     for (truth, lines) in &by_truth {
-        let ids: std::collections::BTreeSet<&str> = lines
-            .iter()
-            .map(|&i| ours[i].template_id.as_str())
-            .collect();
+        let ids: std::collections::BTreeSet<&str> =
+            lines.iter().map(|&i| &*ours[i].template_id).collect();
         let exact = ids.len() == 1 && ids.iter().all(|id| by_ours[id] == *lines);
         if exact {
             continue;
@@ -152,7 +150,7 @@ fn score_raw(config: &AnalyticsConfig, data: &Dataset) -> Result<Accuracy> {
         .iter()
         .map(|line| {
             let r = analyzer.analyze_line("bench", line).result;
-            (r.template_id, r.template.to_string())
+            (r.template_id.to_string(), r.template.to_string())
         })
         .collect::<Vec<_>>();
     Ok(evaluate(&truth(data), &predicted))
@@ -167,7 +165,7 @@ fn score_content(config: &AnalyticsConfig, data: &Dataset) -> Result<Accuracy> {
             let r = analyzer
                 .analyze_record("bench", LogRecord::from_message(row.content.clone()))
                 .result;
-            (r.template_id, r.template.to_string())
+            (r.template_id.to_string(), r.template.to_string())
         })
         .collect::<Vec<_>>();
     Ok(evaluate(&truth(data), &predicted))
