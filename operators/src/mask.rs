@@ -315,7 +315,11 @@ impl Masker {
                     self.scan(token, &mut cache.scratch);
                     &cache.scratch
                 };
-                let variable = self.push_token(out, values, message, start, end, matches);
+                let variable = if matches.is_empty() {
+                    push_plain(out, token, start)
+                } else {
+                    self.push_masked(out, values, message, start, end, matches)
+                };
                 run = if variable { run + 1 } else { 0 };
                 if self.collapse_runs && run >= COLLAPSE_MIN_RUN {
                     // The run reached the minimum: fold it into one token, then keep folding.
@@ -358,11 +362,12 @@ impl Masker {
         }
     }
 
-    /// Appends one token, masking the parts covered by `matches` (relative to `start`); returns
-    /// true when the token is a variable as a whole, a candidate for run collapsing.
+    /// Appends a token with `matches` (relative to `start`), masking the parts they cover;
+    /// returns true when the token is a variable as a whole, a candidate for run collapsing.
     /// (Collapsing tokens that carry punctuation too, like `<*>).`, measured worse: it
     /// swallows sentence structure.)
-    fn push_token(
+    #[inline(never)]
+    fn push_masked(
         &self,
         out: &mut MaskedMessage,
         values: &mut Vec<[u32; 4]>,
@@ -374,18 +379,6 @@ impl Masker {
         let token_index = out.tokens;
         let masked_start = out.masked.len();
         out.tokens += 1;
-        if matches.is_empty() {
-            // Most tokens: copied as they are (a literal `<*>` in the input is a variable too).
-            let token = &message[start..end];
-            out.masked.push_str(token);
-            out.parts.push([
-                start as u32,
-                end as u32,
-                masked_start as u32,
-                out.masked.len() as u32,
-            ]);
-            return token.len() >= WILDCARD.len() && is_wildcard(token);
-        }
         let mut cursor = start;
         for &(ms, me) in matches {
             let (ms, me) = (start + ms as usize, start + me as usize);
@@ -418,6 +411,23 @@ impl Masker {
         masked.push_str(name);
         masked.push_str(":>");
     }
+}
+
+/// Appends a token without matches (most tokens), as it is; returns true when it is a variable
+/// as a whole (a literal `<*>` in the input), like [`Masker::push_masked`]. Inlined into the
+/// masking loop, apart from the rarer masked tokens.
+#[inline]
+fn push_plain(out: &mut MaskedMessage, token: &str, start: usize) -> bool {
+    let masked_start = out.masked.len();
+    out.masked.push_str(token);
+    out.tokens += 1;
+    out.parts.push([
+        start as u32,
+        (start + token.len()) as u32,
+        masked_start as u32,
+        out.masked.len() as u32,
+    ]);
+    token.len() >= WILDCARD.len() && is_wildcard(token)
 }
 
 /// Masks match bytes with ASCII classes (`\d`, `\w`, `\s` are ASCII): far smaller automata
