@@ -9,10 +9,13 @@
 //! thousand words, and a lookup is far cheaper than a regex scan.
 
 use regex::bytes::{Regex, RegexBuilder};
-use regex_automata::{meta, util::syntax, Anchored, Input};
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::util::{primitives::StateID, start, syntax};
+use regex_automata::{meta, Anchored, Input};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Wildcard written in templates for a masked or generalised value.
@@ -205,6 +208,9 @@ const COLLAPSE_MIN_RUN: usize = 3;
 #[derive(Debug, Clone)]
 pub struct Masker {
     combined: Option<meta::Regex>,
+    /// The same alternation as a DFA for matches at a token's start, when it fits
+    /// [`ANCHORED_DFA_MAX`] (shared by clones).
+    anchored: Option<Arc<AnchoredDfa>>,
     singles: Vec<(String, Regex)>,
     named: bool,
     collapse_runs: bool,
@@ -229,8 +235,8 @@ impl Masker {
             }
             singles.push((rule.name.clone(), re));
         }
-        let combined = if singles.is_empty() {
-            None
+        let (combined, anchored) = if singles.is_empty() {
+            (None, None)
         } else {
             let alternation = config
                 .masks
@@ -242,14 +248,16 @@ impl Masker {
             let built = meta::Regex::builder()
                 .syntax(syntax::Config::new().unicode(false).utf8(false))
                 .build(&alternation);
-            Some(built.map_err(|e| MaskError::Regex {
+            let combined = built.map_err(|e| MaskError::Regex {
                 name: "<combined>".to_owned(),
                 source: Box::new(regex::Error::Syntax(e.to_string())),
-            })?)
+            })?;
+            (Some(combined), AnchoredDfa::new(&alternation).map(Arc::new))
         };
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Masker {
             combined,
+            anchored,
             singles,
             named,
             collapse_runs,
@@ -261,6 +269,13 @@ impl Masker {
     /// The same masks without the per-thread token cache (for checking the cache).
     pub fn without_token_cache(mut self) -> Self {
         self.cache_tokens = false;
+        self
+    }
+
+    /// The same masks searched through the combined regex alone (for checking the DFA).
+    #[cfg(test)]
+    fn without_anchored_dfa(mut self) -> Self {
+        self.anchored = None;
         self
     }
 
@@ -351,15 +366,26 @@ impl Masker {
         // and an anchored search finds it with the forward automaton alone (an unanchored
         // search also runs a reverse scan to find where the match starts).
         let mut from = 0;
-        if let Some(m) = re.search(&Input::new(hay).anchored(Anchored::Yes)) {
-            push(m.start(), m.end());
-            from = m.end();
+        if let Some(end) = self.anchored_match_end(re, hay) {
+            push(0, end);
+            from = end;
         }
         if from < hay.len() {
             for m in re.find_iter(Input::new(hay).range(from..)) {
                 push(m.start(), m.end());
             }
         }
+    }
+
+    /// The end of the match at the start of `hay`, if any. The anchored DFA answers with a
+    /// plain table walk, a fraction of a `meta::Regex` search on a short token (cache pool,
+    /// dispatch, lazy DFA bookkeeping); the combined regex answers when there is no DFA.
+    fn anchored_match_end(&self, re: &meta::Regex, hay: &[u8]) -> Option<usize> {
+        if let Some(Ok(end)) = self.anchored.as_ref().map(|dfa| dfa.match_end(hay)) {
+            return end;
+        }
+        re.search(&Input::new(hay).anchored(Anchored::Yes))
+            .map(|m| m.end())
     }
 
     /// Appends a token with `matches` (relative to `start`), masking the parts they cover;
@@ -428,6 +454,69 @@ fn push_plain(out: &mut MaskedMessage, token: &str, start: usize) -> bool {
         out.masked.len() as u32,
     ]);
     token.len() >= WILDCARD.len() && is_wildcard(token)
+}
+
+/// Memory bound of the anchored DFA, and of building it. The shipped masks need 300 KB; masks
+/// whose DFA would be larger are searched through the combined regex alone.
+const ANCHORED_DFA_MAX: usize = 4 << 20;
+
+/// The combined masks as a fully built DFA for anchored searches (an unanchored one would be
+/// far larger: the masks overlap in many ways). Same syntax and leftmost-first semantics as
+/// the combined regex, so the same matches.
+#[derive(Debug, Clone)]
+struct AnchoredDfa {
+    dfa: dense::DFA<Vec<u32>>,
+    /// The start state at the start of a haystack (nothing to look behind).
+    start: StateID,
+}
+
+/// A DFA state reached through a byte no state may cross (the search must give up).
+struct Quit;
+
+impl AnchoredDfa {
+    /// None when the DFA would exceed [`ANCHORED_DFA_MAX`] or the masks use a feature DFAs
+    /// lack.
+    fn new(alternation: &str) -> Option<Self> {
+        let config = dense::Config::new()
+            .start_kind(StartKind::Anchored)
+            .dfa_size_limit(Some(ANCHORED_DFA_MAX))
+            .determinize_size_limit(Some(ANCHORED_DFA_MAX));
+        let dfa = dense::Builder::new()
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .configure(config)
+            .build(alternation)
+            .ok()?;
+        let start = dfa
+            .start_state(&start::Config::new().anchored(Anchored::Yes))
+            .ok()?;
+        Some(AnchoredDfa { dfa, start })
+    }
+
+    /// The end of the leftmost-first match starting at the start of `hay`, as
+    /// `try_search_fwd` with an anchored input finds it, without its per-search setup.
+    fn match_end(&self, hay: &[u8]) -> Result<Option<usize>, Quit> {
+        let dfa = &self.dfa;
+        let mut state = self.start;
+        let mut end = None;
+        for (at, &byte) in hay.iter().enumerate() {
+            state = dfa.next_state(state, byte);
+            if dfa.is_special_state(state) {
+                if dfa.is_match_state(state) {
+                    // DFAs see a match one byte late: this one ends before `byte`.
+                    end = Some(at);
+                } else if dfa.is_dead_state(state) {
+                    return Ok(end);
+                } else if dfa.is_quit_state(state) {
+                    return Err(Quit);
+                }
+                // Other special states (accelerated ones) only allow faster scans.
+            }
+        }
+        if dfa.is_match_state(dfa.next_eoi_state(state)) {
+            end = Some(hay.len());
+        }
+        Ok(end)
+    }
 }
 
 /// Masks match bytes with ASCII classes (`\d`, `\w`, `\s` are ASCII): far smaller automata
@@ -1077,6 +1166,71 @@ mod tests {
         let long = "l".repeat(CACHED_TOKEN_MAX + 1);
         assert_eq!(get(&mut cache, &long), 6);
         assert_eq!(get(&mut cache, &long), 7);
+    }
+
+    #[test]
+    fn anchored_dfa_finds_the_matches_of_the_combined_regex() {
+        // Masks with and without the anchored DFA (both uncached) over tokens glued from
+        // pieces of values, words, punctuation and multi-byte chars, for the shipped masks and
+        // for custom ones with word boundaries, alternatives and an empty-matching branch.
+        let pieces = [
+            "10.0.0.1",
+            ":8080",
+            "0x1f",
+            "blk_-42",
+            "2016-09-28",
+            "04:30:31",
+            "/a/b",
+            "word",
+            "-",
+            "+",
+            ".",
+            "=",
+            "(",
+            ")",
+            "é",
+            "ü7",
+            "12",
+            "ab",
+            "_",
+            "@x.org",
+            "://h",
+            "\\",
+        ];
+        let mut seed = 11u32;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as usize % n
+        };
+        let lines: Vec<String> = (0..3000)
+            .map(|_| {
+                let mut line = String::new();
+                for _ in 0..1 + next(6) {
+                    for _ in 0..1 + next(4) {
+                        line.push_str(pieces[next(pieces.len())]);
+                    }
+                    line.push(' ');
+                }
+                line
+            })
+            .collect();
+        let custom = MaskConfig::from_toml(
+            "[[mask]]\nname = \"A\"\nregex = '(?-u:\\b)[a-z]+(?-u:\\b)'\n\
+             [[mask]]\nname = \"B\"\nregex = '\\d+(?:\\.\\d+)?|x?y'\n",
+        )
+        .unwrap();
+        for config in [MaskConfig::default(), custom] {
+            let dfa = Masker::new(&config, true, true).unwrap();
+            assert!(dfa.anchored.is_some());
+            let dfa = dfa.without_token_cache();
+            let regex = Masker::new(&config, true, true)
+                .unwrap()
+                .without_token_cache()
+                .without_anchored_dfa();
+            for line in &lines {
+                assert_eq!(dfa.mask(line), regex.mask(line), "{line}");
+            }
+        }
     }
 
     #[test]
