@@ -745,7 +745,7 @@ impl TokenCache {
             if let Some(count) = self.lookup(&key) {
                 return &self.hit[..count];
             }
-            self.miss(token, &key, scan);
+            self.miss(token, scan);
         } else {
             self.scratch.clear();
             scan(token, &mut self.scratch);
@@ -775,15 +775,17 @@ impl TokenCache {
     }
 
     /// Scans `token` into `scratch` and caches the answer in place of its set's colder slot.
+    /// (Its key is computed again: cheaper than keeping it across the call on every hit.)
     #[inline(never)]
-    fn miss(&mut self, token: &str, key: &Key, scan: impl FnOnce(&str, &mut Vec<(u32, u32)>)) {
+    fn miss(&mut self, token: &str, scan: impl FnOnce(&str, &mut Vec<(u32, u32)>)) {
+        let key = Key::new(token.as_bytes());
         self.scratch.clear();
         scan(token, &mut self.scratch);
         if self.sets.is_empty() {
             self.sets = vec![[Slot::EMPTY; 2]; 1 << self.set_bits];
         }
         let index = key.hash as usize & (self.sets.len() - 1);
-        let slot = Slot::new(key.head(self.tag), key, &self.scratch);
+        let slot = Slot::new(key.head(self.tag), &key, &self.scratch);
         if let (Some(set), Some(slot)) = (self.sets.get_mut(index), slot) {
             set[1] = set[0];
             set[0] = slot;
