@@ -874,11 +874,9 @@ const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 fn token_end(s: &str, mut i: usize) -> usize {
     let bytes = s.as_bytes();
     loop {
-        let candidate = match bytes.get(i..i + 8) {
+        let candidate = match bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
             Some(chunk) => {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                let word = u64::from_le_bytes(word);
+                let word = u64::from_le_bytes(*chunk);
                 // Candidates: bytes below 0x21 or from 0x80, the bytes `space_len`'s fast
                 // path does not settle. The borrow of the subtraction can flag bytes after a
                 // real candidate, never before it, so the first flag is exact.
