@@ -405,22 +405,30 @@ impl Masker {
         let token_index = out.tokens;
         let masked_start = out.masked.len();
         out.tokens += 1;
-        let mut cursor = start;
-        for &(ms, me) in matches {
-            let (ms, me) = (start + ms as usize, start + me as usize);
-            out.masked.push_str(&message[cursor..ms]);
-            self.push_wildcard(&mut out.masked, &message[ms..me]);
-            values.push([token_index, ms as u32, me as u32, 0]);
-            cursor = me;
+        // Most masked tokens are a variable as a whole: with `<*>` wildcards they are just one,
+        // with no text around it to slice and copy, nor a wildcard to recognise afterwards.
+        let whole = !self.named && matches == [(0, (end - start) as u32)];
+        if whole {
+            out.masked.push_str(WILDCARD);
+            values.push([token_index, start as u32, end as u32, 0]);
+        } else {
+            let mut cursor = start;
+            for &(ms, me) in matches {
+                let (ms, me) = (start + ms as usize, start + me as usize);
+                out.masked.push_str(&message[cursor..ms]);
+                self.push_wildcard(&mut out.masked, &message[ms..me]);
+                values.push([token_index, ms as u32, me as u32, 0]);
+                cursor = me;
+            }
+            out.masked.push_str(&message[cursor..end]);
         }
-        out.masked.push_str(&message[cursor..end]);
         out.parts.push([
             start as u32,
             end as u32,
             masked_start as u32,
             out.masked.len() as u32,
         ]);
-        is_wildcard(&out.masked[masked_start..])
+        whole || is_wildcard(&out.masked[masked_start..])
     }
 
     fn push_wildcard(&self, masked: &mut String, value: &str) {
