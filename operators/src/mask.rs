@@ -1174,6 +1174,16 @@ mod tests {
         let long = "l".repeat(CACHED_TOKEN_MAX + 1);
         assert_eq!(get(&mut cache, &long), 6);
         assert_eq!(get(&mut cache, &long), 7);
+        // When owner tags wrap, the masker given the first tag again must not see the
+        // entries of the masker that had it before.
+        let mut wrapped = TokenCache::with_set_bits(0);
+        wrapped.claim(1);
+        assert_eq!(get(&mut wrapped, "alpha"), 8);
+        for owner in 2..=u64::from(u16::MAX) + 1 {
+            wrapped.claim(owner);
+        }
+        assert_eq!(wrapped.tag, 1);
+        assert_eq!(get(&mut wrapped, "alpha"), 9);
     }
 
     #[test]
