@@ -9,12 +9,13 @@
 //! thousand words, and a lookup is far cheaper than a regex scan.
 
 use regex::bytes::{Regex, RegexBuilder};
-use regex_automata::{meta, util::syntax, Anchored, Input};
-use rustc_hash::FxHashMap;
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::util::{primitives::StateID, start, syntax};
+use regex_automata::{meta, Anchored, Input};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Wildcard written in templates for a masked or generalised value.
@@ -207,6 +208,9 @@ const COLLAPSE_MIN_RUN: usize = 3;
 #[derive(Debug, Clone)]
 pub struct Masker {
     combined: Option<meta::Regex>,
+    /// The same alternation as a DFA for matches at a token's start, when it fits
+    /// [`ANCHORED_DFA_MAX`] (shared by clones).
+    anchored: Option<Arc<AnchoredDfa>>,
     singles: Vec<(String, Regex)>,
     named: bool,
     collapse_runs: bool,
@@ -231,8 +235,8 @@ impl Masker {
             }
             singles.push((rule.name.clone(), re));
         }
-        let combined = if singles.is_empty() {
-            None
+        let (combined, anchored) = if singles.is_empty() {
+            (None, None)
         } else {
             let alternation = config
                 .masks
@@ -244,14 +248,16 @@ impl Masker {
             let built = meta::Regex::builder()
                 .syntax(syntax::Config::new().unicode(false).utf8(false))
                 .build(&alternation);
-            Some(built.map_err(|e| MaskError::Regex {
+            let combined = built.map_err(|e| MaskError::Regex {
                 name: "<combined>".to_owned(),
                 source: Box::new(regex::Error::Syntax(e.to_string())),
-            })?)
+            })?;
+            (Some(combined), AnchoredDfa::new(&alternation).map(Arc::new))
         };
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Masker {
             combined,
+            anchored,
             singles,
             named,
             collapse_runs,
@@ -263,6 +269,13 @@ impl Masker {
     /// The same masks without the per-thread token cache (for checking the cache).
     pub fn without_token_cache(mut self) -> Self {
         self.cache_tokens = false;
+        self
+    }
+
+    /// The same masks searched through the combined regex alone (for checking the DFA).
+    #[cfg(test)]
+    fn without_anchored_dfa(mut self) -> Self {
+        self.anchored = None;
         self
     }
 
@@ -317,7 +330,11 @@ impl Masker {
                     self.scan(token, &mut cache.scratch);
                     &cache.scratch
                 };
-                let variable = self.push_token(out, values, message, start, end, matches);
+                let variable = if matches.is_empty() {
+                    push_plain(out, token, start)
+                } else {
+                    self.push_masked(out, values, message, start, end, matches)
+                };
                 run = if variable { run + 1 } else { 0 };
                 if self.collapse_runs && run >= COLLAPSE_MIN_RUN {
                     // The run reached the minimum: fold it into one token, then keep folding.
@@ -349,9 +366,9 @@ impl Masker {
         // and an anchored search finds it with the forward automaton alone (an unanchored
         // search also runs a reverse scan to find where the match starts).
         let mut from = 0;
-        if let Some(m) = re.search(&Input::new(hay).anchored(Anchored::Yes)) {
-            push(m.start(), m.end());
-            from = m.end();
+        if let Some(end) = self.anchored_match_end(re, hay) {
+            push(0, end);
+            from = end;
         }
         if from < hay.len() {
             for m in re.find_iter(Input::new(hay).range(from..)) {
@@ -360,11 +377,23 @@ impl Masker {
         }
     }
 
-    /// Appends one token, masking the parts covered by `matches` (relative to `start`); returns
-    /// true when the token is a variable as a whole, a candidate for run collapsing.
+    /// The end of the match at the start of `hay`, if any. The anchored DFA answers with a
+    /// plain table walk, a fraction of a `meta::Regex` search on a short token (cache pool,
+    /// dispatch, lazy DFA bookkeeping); the combined regex answers when there is no DFA.
+    fn anchored_match_end(&self, re: &meta::Regex, hay: &[u8]) -> Option<usize> {
+        if let Some(Ok(end)) = self.anchored.as_ref().map(|dfa| dfa.match_end(hay)) {
+            return end;
+        }
+        re.search(&Input::new(hay).anchored(Anchored::Yes))
+            .map(|m| m.end())
+    }
+
+    /// Appends a token with `matches` (relative to `start`), masking the parts they cover;
+    /// returns true when the token is a variable as a whole, a candidate for run collapsing.
     /// (Collapsing tokens that carry punctuation too, like `<*>).`, measured worse: it
     /// swallows sentence structure.)
-    fn push_token(
+    #[inline(never)]
+    fn push_masked(
         &self,
         out: &mut MaskedMessage,
         values: &mut Vec<[u32; 4]>,
@@ -376,34 +405,30 @@ impl Masker {
         let token_index = out.tokens;
         let masked_start = out.masked.len();
         out.tokens += 1;
-        if matches.is_empty() {
-            // Most tokens: copied as they are (a literal `<*>` in the input is a variable too).
-            let token = &message[start..end];
-            out.masked.push_str(token);
-            out.parts.push([
-                start as u32,
-                end as u32,
-                masked_start as u32,
-                out.masked.len() as u32,
-            ]);
-            return token.len() >= WILDCARD.len() && is_wildcard(token);
+        // Most masked tokens are a variable as a whole: with `<*>` wildcards they are just one,
+        // with no text around it to slice and copy, nor a wildcard to recognise afterwards.
+        let whole = !self.named && matches == [(0, (end - start) as u32)];
+        if whole {
+            out.masked.push_str(WILDCARD);
+            values.push([token_index, start as u32, end as u32, 0]);
+        } else {
+            let mut cursor = start;
+            for &(ms, me) in matches {
+                let (ms, me) = (start + ms as usize, start + me as usize);
+                out.masked.push_str(&message[cursor..ms]);
+                self.push_wildcard(&mut out.masked, &message[ms..me]);
+                values.push([token_index, ms as u32, me as u32, 0]);
+                cursor = me;
+            }
+            out.masked.push_str(&message[cursor..end]);
         }
-        let mut cursor = start;
-        for &(ms, me) in matches {
-            let (ms, me) = (start + ms as usize, start + me as usize);
-            out.masked.push_str(&message[cursor..ms]);
-            self.push_wildcard(&mut out.masked, &message[ms..me]);
-            values.push([token_index, ms as u32, me as u32, 0]);
-            cursor = me;
-        }
-        out.masked.push_str(&message[cursor..end]);
         out.parts.push([
             start as u32,
             end as u32,
             masked_start as u32,
             out.masked.len() as u32,
         ]);
-        is_wildcard(&out.masked[masked_start..])
+        whole || is_wildcard(&out.masked[masked_start..])
     }
 
     fn push_wildcard(&self, masked: &mut String, value: &str) {
@@ -419,6 +444,86 @@ impl Masker {
         masked.push_str("<:");
         masked.push_str(name);
         masked.push_str(":>");
+    }
+}
+
+/// Appends a token without matches (most tokens), as it is; returns true when it is a variable
+/// as a whole (a literal `<*>` in the input), like [`Masker::push_masked`]. Inlined into the
+/// masking loop, apart from the rarer masked tokens.
+#[inline]
+fn push_plain(out: &mut MaskedMessage, token: &str, start: usize) -> bool {
+    let masked_start = out.masked.len();
+    out.masked.push_str(token);
+    out.tokens += 1;
+    out.parts.push([
+        start as u32,
+        (start + token.len()) as u32,
+        masked_start as u32,
+        out.masked.len() as u32,
+    ]);
+    token.len() >= WILDCARD.len() && is_wildcard(token)
+}
+
+/// Memory bound of the anchored DFA, and of building it. The shipped masks need 300 KB; masks
+/// whose DFA would be larger are searched through the combined regex alone.
+const ANCHORED_DFA_MAX: usize = 4 << 20;
+
+/// The combined masks as a fully built DFA for anchored searches (an unanchored one would be
+/// far larger: the masks overlap in many ways). Same syntax and leftmost-first semantics as
+/// the combined regex, so the same matches.
+#[derive(Debug, Clone)]
+struct AnchoredDfa {
+    dfa: dense::DFA<Vec<u32>>,
+    /// The start state at the start of a haystack (nothing to look behind).
+    start: StateID,
+}
+
+/// A DFA state reached through a byte no state may cross (the search must give up).
+struct Quit;
+
+impl AnchoredDfa {
+    /// None when the DFA would exceed [`ANCHORED_DFA_MAX`] or the masks use a feature DFAs
+    /// lack.
+    fn new(alternation: &str) -> Option<Self> {
+        let config = dense::Config::new()
+            .start_kind(StartKind::Anchored)
+            .dfa_size_limit(Some(ANCHORED_DFA_MAX))
+            .determinize_size_limit(Some(ANCHORED_DFA_MAX));
+        let dfa = dense::Builder::new()
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .configure(config)
+            .build(alternation)
+            .ok()?;
+        let start = dfa
+            .start_state(&start::Config::new().anchored(Anchored::Yes))
+            .ok()?;
+        Some(AnchoredDfa { dfa, start })
+    }
+
+    /// The end of the leftmost-first match starting at the start of `hay`, as
+    /// `try_search_fwd` with an anchored input finds it, without its per-search setup.
+    fn match_end(&self, hay: &[u8]) -> Result<Option<usize>, Quit> {
+        let dfa = &self.dfa;
+        let mut state = self.start;
+        let mut end = None;
+        for (at, &byte) in hay.iter().enumerate() {
+            state = dfa.next_state(state, byte);
+            if dfa.is_special_state(state) {
+                if dfa.is_match_state(state) {
+                    // DFAs see a match one byte late: this one ends before `byte`.
+                    end = Some(at);
+                } else if dfa.is_dead_state(state) {
+                    return Ok(end);
+                } else if dfa.is_quit_state(state) {
+                    return Err(Quit);
+                }
+                // Other special states (accelerated ones) only allow faster scans.
+            }
+        }
+        if dfa.is_match_state(dfa.next_eoi_state(state)) {
+            end = Some(hay.len());
+        }
+        Ok(end)
     }
 }
 
@@ -483,31 +588,13 @@ fn merge_last_two(out: &mut MaskedMessage, values: &mut Vec<[u32; 4]>) {
     }
 }
 
-/// Tokens longer than this are scanned every time: long tokens are rarely repeated.
+/// Tokens longer than this are scanned every time: long tokens are rarely repeated, and the
+/// bound gives cache slots a fixed size.
 const CACHED_TOKEN_MAX: usize = 64;
-/// The cache starts over when its keys reach this many bytes or it holds this many tokens,
-/// which bounds it at about 4 MiB per thread.
-const CACHE_BYTES_MAX: usize = 1 << 19;
-const CACHE_ENTRIES_MAX: usize = 1 << 16;
-
-/// Per-thread memo of token → mask matches, for one [`Masker`] at a time. Keys and match lists
-/// live in two arenas, so a hit allocates nothing and a miss at most grows the arenas.
-#[derive(Default)]
-struct TokenCache {
-    owner: u64,
-    /// Token hash → where its bytes and matches are in the arenas.
-    slots: FxHashMap<u64, Slot>,
-    keys: Vec<u8>,
-    ranges: Vec<(u32, u32)>,
-    /// Matches of a token that was not cached.
-    scratch: Vec<(u32, u32)>,
-}
-
-#[derive(Clone, Copy)]
-struct Slot {
-    key: (u32, u32),
-    ranges: (u32, u32),
-}
+/// Tokens with more matches than this are scanned every time (rare: values glued into lists).
+const CACHED_MATCHES_MAX: usize = 4;
+/// The cache has 2^15 sets of two slots: 64k tokens in 5 MiB per thread.
+const CACHE_SET_BITS: u32 = 15;
 
 /// A thread's masking state: its token cache and the values of the line being masked.
 #[derive(Default)]
@@ -522,61 +609,244 @@ thread_local! {
     static SCRATCH: RefCell<MaskedMessage> = RefCell::default();
 }
 
+/// Per-thread memo of token → mask matches, for one [`Masker`] at a time.
+///
+/// A set-associative table of fixed slots holding the tokens and their matches inline: a hit
+/// is a hash, one set and a compare of a few words, and a miss evicts one entry, never the
+/// whole table. Each set keeps its two tokens most recently used first, so a token seen once
+/// (an id, a number: most tokens that miss) only displaces the colder one, and the words a
+/// stream repeats stay cached however many one-off values flow past.
+struct TokenCache {
+    /// Two slots per set, the most recently used first; allocated on first use.
+    sets: Vec<[Slot; 2]>,
+    set_bits: u32,
+    /// The masker whose answers the cache holds, and its tag in slot heads (never 0, the tag
+    /// of empty slots): switching maskers changes the tag, so old entries stop matching
+    /// without clearing the table.
+    owner: u64,
+    tag: u16,
+    /// Matches of the last hit, widened for callers.
+    hit: [(u32, u32); CACHED_MATCHES_MAX],
+    /// Matches of the last miss.
+    scratch: Vec<(u32, u32)>,
+}
+
+/// One cached token.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// Token hash (high 32 bits), owner tag, token length and match count, from the high
+    /// byte down: one compare checks all but the count.
+    head: u64,
+    /// The token's [`edge_words`].
+    edges: (u64, u64),
+    /// Bytes from the ninth on of a token over 16 bytes (`edges` hold the rest), then zeros.
+    middle: [u8; CACHED_TOKEN_MAX - 16],
+    matches: [[u8; 2]; CACHED_MATCHES_MAX],
+}
+
+/// A token being looked up: its bytes, [`edge_words`] and hash.
+struct Key<'a> {
+    bytes: &'a [u8],
+    edges: (u64, u64),
+    hash: u64,
+}
+
+impl<'a> Key<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        let edges = edge_words(bytes);
+        let hash = token_hash(bytes, edges);
+        Key { bytes, edges, hash }
+    }
+
+    /// The head of this token's slot for owner `tag` (match count left 0).
+    fn head(&self, tag: u16) -> u64 {
+        (self.hash & !0xFFFF_FFFF) | u64::from(tag) << 16 | (self.bytes.len() as u64) << 8
+    }
+
+    /// Bytes from the ninth on, when `edges` do not cover them all.
+    fn middle(&self) -> &'a [u8] {
+        let n = self.bytes.len();
+        self.bytes.get(8..n.saturating_sub(8)).unwrap_or_default()
+    }
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        head: 0,
+        edges: (0, 0),
+        middle: [0; CACHED_TOKEN_MAX - 16],
+        matches: [[0; 2]; CACHED_MATCHES_MAX],
+    };
+
+    /// A slot for `key` and its `matches`, if they fit.
+    fn new(head: u64, key: &Key, matches: &[(u32, u32)]) -> Option<Slot> {
+        if matches.len() > CACHED_MATCHES_MAX {
+            return None;
+        }
+        let mut slot = Slot::EMPTY;
+        let middle = key.middle();
+        slot.middle.get_mut(..middle.len())?.copy_from_slice(middle);
+        for (narrow, &(s, e)) in slot.matches.iter_mut().zip(matches) {
+            *narrow = [u8::try_from(s).ok()?, u8::try_from(e).ok()?];
+        }
+        slot.head = head | matches.len() as u64;
+        slot.edges = key.edges;
+        Some(slot)
+    }
+
+    /// True when this slot is `key`'s, `head` being the key's for the current owner.
+    #[inline]
+    fn holds(&self, head: u64, key: &Key) -> bool {
+        // Equal lengths and edges are equal tokens up to 16 bytes; longer ones compare the rest.
+        self.head & !0xFF == head
+            && self.edges == key.edges
+            && (key.bytes.len() <= 16
+                || self.middle.get(..key.bytes.len() - 16) == Some(key.middle()))
+    }
+
+    fn count(&self) -> usize {
+        (self.head & 0xFF) as usize
+    }
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self::with_set_bits(CACHE_SET_BITS)
+    }
+}
+
 impl TokenCache {
-    /// Starts over when another masker uses this thread's cache.
-    fn claim(&mut self, owner: u64) {
-        if self.owner != owner {
-            self.clear();
-            self.owner = owner;
+    fn with_set_bits(set_bits: u32) -> Self {
+        TokenCache {
+            sets: Vec::new(),
+            set_bits,
+            owner: 0,
+            tag: 0,
+            hit: [(0, 0); CACHED_MATCHES_MAX],
+            scratch: Vec::new(),
         }
     }
 
-    fn clear(&mut self) {
-        self.slots.clear();
-        self.keys.clear();
-        self.ranges.clear();
+    /// Forgets the answers of the previous masker when another one uses this thread's cache.
+    fn claim(&mut self, owner: u64) {
+        if self.owner == owner {
+            return;
+        }
+        self.owner = owner;
+        self.tag = self.tag.wrapping_add(1);
+        if self.tag == 0 {
+            // Tags ran out: entries of an old owner could match again, so empty the table.
+            self.sets.fill([Slot::EMPTY; 2]);
+            self.tag = 1;
+        }
     }
 
     /// The matches of `token`, from the cache or computed by `scan` (and then remembered).
+    #[inline]
     fn matches(
         &mut self,
         token: &str,
         scan: impl FnOnce(&str, &mut Vec<(u32, u32)>),
     ) -> &[(u32, u32)] {
-        let bytes = token.as_bytes();
-        let mut hasher = rustc_hash::FxHasher::default();
-        hasher.write(bytes);
-        let hash = hasher.finish();
-        if let Some(slot) = self.slots.get(&hash).copied() {
-            let (ks, ke) = (slot.key.0 as usize, slot.key.1 as usize);
-            if &self.keys[ks..ke] == bytes {
-                return &self.ranges[slot.ranges.0 as usize..slot.ranges.1 as usize];
+        if token.len() <= CACHED_TOKEN_MAX {
+            let key = Key::new(token.as_bytes());
+            if let Some(count) = self.lookup(&key) {
+                return &self.hit[..count];
             }
+            self.miss(token, scan);
+        } else {
+            self.scratch.clear();
+            scan(token, &mut self.scratch);
         }
+        &self.scratch
+    }
+
+    /// Copies the matches of a cached `key` to `hit` and returns their count, or None.
+    #[inline]
+    fn lookup(&mut self, key: &Key) -> Option<usize> {
+        let head = key.head(self.tag);
+        // The low bits pick the set, the high ones are in `head`.
+        let index = key.hash as usize & self.sets.len().wrapping_sub(1);
+        let set = self.sets.get_mut(index)?;
+        if !set[0].holds(head, key) {
+            if !set[1].holds(head, key) {
+                return None;
+            }
+            set.swap(0, 1);
+        }
+        let slot = &set[0];
+        let count = slot.count();
+        for (wide, &[s, e]) in self.hit.iter_mut().zip(&slot.matches[..count]) {
+            *wide = (u32::from(s), u32::from(e));
+        }
+        Some(count)
+    }
+
+    /// Scans `token` into `scratch` and caches the answer in place of its set's colder slot.
+    /// (Its key is computed again: cheaper than keeping it across the call on every hit.)
+    #[inline(never)]
+    fn miss(&mut self, token: &str, scan: impl FnOnce(&str, &mut Vec<(u32, u32)>)) {
+        let key = Key::new(token.as_bytes());
         self.scratch.clear();
         scan(token, &mut self.scratch);
-        if bytes.len() > CACHED_TOKEN_MAX {
-            return &self.scratch;
+        if self.sets.is_empty() {
+            self.sets = vec![[Slot::EMPTY; 2]; 1 << self.set_bits];
         }
-        if self.keys.len() + bytes.len() > CACHE_BYTES_MAX || self.slots.len() >= CACHE_ENTRIES_MAX
-        {
-            self.clear();
+        let index = key.hash as usize & (self.sets.len() - 1);
+        let slot = Slot::new(key.head(self.tag), &key, &self.scratch);
+        if let (Some(set), Some(slot)) = (self.sets.get_mut(index), slot) {
+            set[1] = set[0];
+            set[0] = slot;
         }
-        let key = (
-            self.keys.len() as u32,
-            (self.keys.len() + bytes.len()) as u32,
-        );
-        self.keys.extend_from_slice(bytes);
-        let first = self.ranges.len() as u32;
-        self.ranges.extend_from_slice(&self.scratch);
-        let slot = Slot {
-            key,
-            ranges: (first, self.ranges.len() as u32),
-        };
-        // A colliding hash keeps the newer token; the older one is scanned again next time.
-        self.slots.insert(hash, slot);
-        &self.ranges[first as usize..]
     }
+}
+
+/// A hash of a token of at most [`CACHED_TOKEN_MAX`] bytes, from its [`edge_words`] (which
+/// cover tokens up to 16 bytes) and the words in between.
+fn token_hash(token: &[u8], (a, b): (u64, u64)) -> u64 {
+    const K: [u64; 3] = [
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+    ];
+    let mut hash = fold(a ^ K[0], b ^ K[1] ^ token.len() as u64);
+    if token.len() > 16 {
+        for chunk in token[8..].chunks_exact(8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            hash = fold(hash ^ u64::from_le_bytes(word), K[2]);
+        }
+    }
+    hash
+}
+
+/// The first and last bytes of `token` as two words: the first and last eight bytes, or four
+/// bytes, or (under four bytes) its first, middle and last byte. Given the length, they tell
+/// apart any two tokens of up to 16 bytes.
+#[inline]
+fn edge_words(token: &[u8]) -> (u64, u64) {
+    if let (Some(a), Some(b)) = (token.first_chunk::<8>(), token.last_chunk::<8>()) {
+        (u64::from_le_bytes(*a), u64::from_le_bytes(*b))
+    } else if let (Some(a), Some(b)) = (token.first_chunk::<4>(), token.last_chunk::<4>()) {
+        (
+            u64::from(u32::from_le_bytes(*a)),
+            u64::from(u32::from_le_bytes(*b)),
+        )
+    } else {
+        let byte = |i: usize| u64::from(token.get(i).copied().unwrap_or_default());
+        let n = token.len();
+        (
+            byte(0) | byte(n / 2) << 8 | byte(n.wrapping_sub(1)) << 16,
+            0,
+        )
+    }
+}
+
+/// Multiplies and folds the 128-bit product: a cheap mix with every bit of both inputs
+/// reaching the middle bits.
+fn fold(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    product as u64 ^ (product >> 64) as u64
 }
 
 /// Byte ranges of the whitespace-separated tokens of `s` (Unicode whitespace).
@@ -607,15 +877,14 @@ const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 /// Whitespace starts at a char boundary, so testing only the bytes that can start whitespace
 /// finds the same boundaries as decoding every char. Eight bytes per step: every byte of
 /// every message passes here, and tokens are mostly longer than the few instructions a word
-/// costs.
+/// costs. Inlined: called once per token, its setup would otherwise cost as much as its loop.
+#[inline]
 fn token_end(s: &str, mut i: usize) -> usize {
     let bytes = s.as_bytes();
     loop {
-        let candidate = match bytes.get(i..i + 8) {
+        let candidate = match bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
             Some(chunk) => {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                let word = u64::from_le_bytes(word);
+                let word = u64::from_le_bytes(*chunk);
                 // Candidates: bytes below 0x21 or from 0x80, the bytes `space_len`'s fast
                 // path does not settle. The borrow of the subtraction can flag bytes after a
                 // real candidate, never before it, so the first flag is exact.
@@ -829,6 +1098,157 @@ mod tests {
         assert_eq!(cached.mask("took 15").masked_token(0), "took");
         assert_eq!(words.mask("took 15").masked_token(0), "<*>");
         assert_eq!(cached.mask("took 15").masked_token(0), "took");
+    }
+
+    #[test]
+    fn cached_answers_equal_fresh_scans_for_custom_masks() {
+        // Tokens of every cached length and just over, with more matches than a slot holds,
+        // with matches at their ends and with multi-byte chars, masked twice.
+        let config = MaskConfig::from_toml(
+            "[[mask]]\nname = \"D\"\nregex = '[0-9]'\n[[mask]]\nname = \"X\"\nregex = 'x+'\n",
+        )
+        .unwrap();
+        let cached = Masker::new(&config, true, false).unwrap();
+        let fresh = Masker::new(&config, true, false)
+            .unwrap()
+            .without_token_cache();
+        let mut lines = Vec::new();
+        for len in 1..=CACHED_TOKEN_MAX + 2 {
+            for at in [0, len / 2, len - 1] {
+                let mut token = vec![b'a'; len];
+                token[at] = b'7';
+                let token = String::from_utf8(token).unwrap();
+                lines.push(format!("{token} x{token}x é{token}"));
+            }
+        }
+        lines.push("a1b2c3d4e5 1x2x3 xxxxxxx 12345 ü1ü2ü3ü4ü5".to_owned());
+        for _ in 0..2 {
+            for line in &lines {
+                assert_eq!(cached.mask(line), fresh.mask(line), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn token_cache_keys_tell_apart_tokens_of_the_same_length() {
+        // Same length, one byte apart anywhere, same first and last bytes: a slot holds only
+        // its own token, even under an equal hash.
+        for len in 1..=CACHED_TOKEN_MAX {
+            let base = vec![b'k'; len];
+            let slot = Slot::new(Key::new(&base).head(1), &Key::new(&base), &[]).unwrap();
+            let head = slot.head & !0xFF;
+            assert!(slot.holds(head, &Key::new(&base)), "{len}");
+            for at in 0..len {
+                let mut other = base.clone();
+                other[at] = b'j';
+                assert!(!slot.holds(head, &Key::new(&other)), "{len} {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn token_cache_evicts_the_colder_token_of_a_set_and_forgets_other_maskers() {
+        // One set of two slots: every token competes for it.
+        let mut cache = TokenCache::with_set_bits(0);
+        let mut scans = 0;
+        let mut get = |cache: &mut TokenCache, token: &str| {
+            let found = cache.matches(token, |t, found| {
+                scans += 1;
+                found.push((0, t.len() as u32));
+            });
+            assert_eq!(found, [(0, token.len() as u32)], "{token}");
+            scans
+        };
+        cache.claim(1);
+        assert_eq!(get(&mut cache, "alpha"), 1);
+        assert_eq!(get(&mut cache, "beta"), 2);
+        assert_eq!(get(&mut cache, "alpha"), 2);
+        // `beta` is the colder one now: `gamma` takes its place.
+        assert_eq!(get(&mut cache, "gamma"), 3);
+        assert_eq!(get(&mut cache, "alpha"), 3);
+        assert_eq!(get(&mut cache, "beta"), 4);
+        // Another masker's answers could differ.
+        cache.claim(2);
+        assert_eq!(get(&mut cache, "beta"), 5);
+        // Tokens over the key limit are never cached.
+        let long = "l".repeat(CACHED_TOKEN_MAX + 1);
+        assert_eq!(get(&mut cache, &long), 6);
+        assert_eq!(get(&mut cache, &long), 7);
+        // When owner tags wrap, the masker given the first tag again must not see the
+        // entries of the masker that had it before.
+        let mut wrapped = TokenCache::with_set_bits(0);
+        wrapped.claim(1);
+        assert_eq!(get(&mut wrapped, "alpha"), 8);
+        for owner in 2..=u64::from(u16::MAX) + 1 {
+            wrapped.claim(owner);
+        }
+        assert_eq!(wrapped.tag, 1);
+        assert_eq!(get(&mut wrapped, "alpha"), 9);
+    }
+
+    #[test]
+    fn anchored_dfa_finds_the_matches_of_the_combined_regex() {
+        // Masks with and without the anchored DFA (both uncached) over tokens glued from
+        // pieces of values, words, punctuation and multi-byte chars, for the shipped masks and
+        // for custom ones with word boundaries, alternatives and an empty-matching branch.
+        let pieces = [
+            "10.0.0.1",
+            ":8080",
+            "0x1f",
+            "blk_-42",
+            "2016-09-28",
+            "04:30:31",
+            "/a/b",
+            "word",
+            "-",
+            "+",
+            ".",
+            "=",
+            "(",
+            ")",
+            "é",
+            "ü7",
+            "12",
+            "ab",
+            "_",
+            "@x.org",
+            "://h",
+            "\\",
+        ];
+        let mut seed = 11u32;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as usize % n
+        };
+        let lines: Vec<String> = (0..3000)
+            .map(|_| {
+                let mut line = String::new();
+                for _ in 0..1 + next(6) {
+                    for _ in 0..1 + next(4) {
+                        line.push_str(pieces[next(pieces.len())]);
+                    }
+                    line.push(' ');
+                }
+                line
+            })
+            .collect();
+        let custom = MaskConfig::from_toml(
+            "[[mask]]\nname = \"A\"\nregex = '(?-u:\\b)[a-z]+(?-u:\\b)'\n\
+             [[mask]]\nname = \"B\"\nregex = '\\d+(?:\\.\\d+)?|x?y'\n",
+        )
+        .unwrap();
+        for config in [MaskConfig::default(), custom] {
+            let dfa = Masker::new(&config, true, true).unwrap();
+            assert!(dfa.anchored.is_some());
+            let dfa = dfa.without_token_cache();
+            let regex = Masker::new(&config, true, true)
+                .unwrap()
+                .without_token_cache()
+                .without_anchored_dfa();
+            for line in &lines {
+                assert_eq!(dfa.mask(line), regex.mask(line), "{line}");
+            }
+        }
     }
 
     #[test]
