@@ -171,6 +171,10 @@ pub struct RunSummary {
     /// the sources (Kafka partitions) were spread.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lines_in_by_worker: Vec<u64>,
+    /// Documents written by each timely worker (global index), when there are several: shows
+    /// how the shards (and with them mining, scoring and writing) were spread.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub documents_by_worker: Vec<u64>,
     #[serde(skip)]
     templates_by_worker: BTreeMap<usize, (u64, u64)>,
     #[serde(skip)]
@@ -192,6 +196,10 @@ pub struct RiskyWindow {
 impl RunSummary {
     pub fn add(&mut self, stats: &EpochStats) {
         self.documents += stats.documents;
+        if self.documents_by_worker.len() <= stats.worker {
+            self.documents_by_worker.resize(stats.worker + 1, 0);
+        }
+        self.documents_by_worker[stats.worker] += stats.documents;
         self.quarantined += stats.quarantined;
         self.anomalies += stats.anomalies;
         let entry = self
@@ -261,6 +269,15 @@ impl RunSummary {
                 .map(|(w, n)| format!("w{w} {n}"))
                 .collect();
             out.push_str(&format!("  lines in by worker: {}\n", by.join(", ")));
+        }
+        if self.documents_by_worker.len() > 1 {
+            let by: Vec<String> = self
+                .documents_by_worker
+                .iter()
+                .enumerate()
+                .map(|(w, n)| format!("w{w} {n}"))
+                .collect();
+            out.push_str(&format!("  documents by worker: {}\n", by.join(", ")));
         }
         let windows = self.riskiest_windows(5);
         if windows.is_empty() {
@@ -341,7 +358,9 @@ mod tests {
             ..Default::default()
         });
         assert_eq!((s.documents, s.templates), (4, 6));
+        assert_eq!(s.documents_by_worker, [3, 1]);
         assert_eq!(s.riskiest_windows(1)[0].start_ms, 0);
         assert!(s.render().contains("riskiest"));
+        assert!(s.render().contains("documents by worker: w0 3, w1 1"));
     }
 }
