@@ -181,6 +181,16 @@ pub struct RunSummary {
     windows: BTreeMap<i64, WindowAgg>,
 }
 
+/// `  <what> by worker: w0 N, w1 M` with a line break.
+fn by_worker(what: &str, counts: &[u64]) -> String {
+    let by: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .map(|(w, n)| format!("w{w} {n}"))
+        .collect();
+    format!("  {what} by worker: {}\n", by.join(", "))
+}
+
 /// One of the riskiest windows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RiskyWindow {
@@ -262,22 +272,10 @@ impl RunSummary {
             self.epoch_latency_p99_ms
         ));
         if !self.lines_in_by_worker.is_empty() {
-            let by: Vec<String> = self
-                .lines_in_by_worker
-                .iter()
-                .enumerate()
-                .map(|(w, n)| format!("w{w} {n}"))
-                .collect();
-            out.push_str(&format!("  lines in by worker: {}\n", by.join(", ")));
+            out.push_str(&by_worker("lines in", &self.lines_in_by_worker));
         }
         if self.documents_by_worker.len() > 1 {
-            let by: Vec<String> = self
-                .documents_by_worker
-                .iter()
-                .enumerate()
-                .map(|(w, n)| format!("w{w} {n}"))
-                .collect();
-            out.push_str(&format!("  documents by worker: {}\n", by.join(", ")));
+            out.push_str(&by_worker("documents", &self.documents_by_worker));
         }
         let windows = self.riskiest_windows(5);
         if windows.is_empty() {

@@ -940,6 +940,14 @@ fn unicode_space_len(s: &str, i: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// A small deterministic generator for test inputs: `next(n)` is in `0..n`.
+    fn lcg(mut seed: u32) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as usize % n
+        }
+    }
+
     fn masked(m: &Masker, s: &str) -> Vec<String> {
         m.mask(s).masked_tokens().map(str::to_owned).collect()
     }
@@ -1215,11 +1223,7 @@ mod tests {
             "://h",
             "\\",
         ];
-        let mut seed = 11u32;
-        let mut next = |n: usize| {
-            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            (seed >> 16) as usize % n
-        };
+        let mut next = lcg(11);
         let lines: Vec<String> = (0..3000)
             .map(|_| {
                 let mut line = String::new();
@@ -1296,11 +1300,7 @@ mod tests {
             "ü7",
             "\u{2003}x",
         ];
-        let mut seed = 7u32;
-        let mut next = |n: usize| {
-            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            (seed >> 16) as usize % n
-        };
+        let mut next = lcg(7);
         for _ in 0..2000 {
             let mut text = String::new();
             for _ in 0..next(12) {
