@@ -47,49 +47,37 @@ pub fn is_default_tags(tags: &Tags) -> bool {
 /// from unknown ones, so deserializing leaves this empty and the keys land in `extra`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderFields {
-    text: String,
-    /// End offset in `text` of each name and each value, alternating.
-    ends: SmallVec<[u32; 12]>,
+    /// Names and values, alternating, packed like a line's [`Params`].
+    parts: Params,
 }
 
 impl HeaderFields {
     /// Room for `fields` fields of `bytes` bytes of names and values in all.
     pub fn with_capacity(fields: usize, bytes: usize) -> Self {
         HeaderFields {
-            text: String::with_capacity(bytes),
-            ends: SmallVec::with_capacity(fields * 2),
+            parts: Params::with_capacity(fields * 2, bytes),
         }
     }
 
-    /// Appends a field. Offsets are `u32`: a header beyond 4 GiB is cut at that size rather
-    /// than wrapped (lines that long are quarantined long before they get here).
+    /// Appends a field (offsets are cut at 4 GiB, see [`Params::push`]).
     #[inline]
     pub fn push(&mut self, name: &str, value: &str) {
-        for part in [name, value] {
-            self.text.push_str(part);
-            self.ends
-                .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
-        }
+        self.parts.push(name);
+        self.parts.push(value);
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len() / 2
+        self.parts.len() / 2
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.parts.is_empty()
     }
 
     /// The fields as (name, value), in the order they were pushed.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let part = |start: u32, end: u32| self.text.get(start as usize..end as usize);
-        self.ends.chunks_exact(2).enumerate().map(move |(i, pair)| {
-            let start = if i == 0 { 0 } else { self.ends[2 * i - 1] };
-            (
-                part(start, pair[0]).unwrap_or_default(),
-                part(pair[0], pair[1]).unwrap_or_default(),
-            )
-        })
+        let part = |i| self.parts.get(i).unwrap_or_default();
+        (0..self.len()).map(move |i| (part(2 * i), part(2 * i + 1)))
     }
 
     /// The value of field `name`.
@@ -99,17 +87,16 @@ impl HeaderFields {
 
     /// The packed form: the text and the end offsets (for compact wire formats).
     pub fn as_parts(&self) -> (&str, &[u32]) {
-        (&self.text, &self.ends)
+        self.parts.as_parts()
     }
 
     /// Rebuilds fields from [`HeaderFields::as_parts`]; `None` when the offsets do not fit
     /// the text (a corrupt or foreign message).
     pub fn from_parts(text: String, ends: &[u32]) -> Option<Self> {
-        let fits = ends.len().is_multiple_of(2) && fits_parts(&text, ends);
-        fits.then(|| HeaderFields {
-            text,
-            ends: SmallVec::from_slice(ends),
-        })
+        if !ends.len().is_multiple_of(2) {
+            return None;
+        }
+        Params::from_parts(text, ends).map(|parts| HeaderFields { parts })
     }
 }
 
@@ -149,12 +136,12 @@ impl<'de> Visitor<'de> for SkipEntries {
 
 /// A line's variable values in order of appearance, back to back in one string: one
 /// allocation per line instead of one per value plus the vector. Serialized as a JSON array of
-/// strings, like the `Vec<String>` it replaces.
+/// strings, like the `Vec<String>` it replaces. Also the storage of [`HeaderFields`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params {
     text: String,
-    /// End offset in `text` of each value.
-    ends: SmallVec<[u32; 8]>,
+    /// End offset in `text` of each value; inline up to 12 (six header fields).
+    ends: SmallVec<[u32; 12]>,
 }
 
 impl Params {
@@ -166,8 +153,8 @@ impl Params {
         }
     }
 
-    /// Appends a value. Offsets are `u32`, like [`HeaderFields`]'s: values beyond 4 GiB in all
-    /// are cut at that size (lines that long are quarantined long before they get here).
+    /// Appends a value. Offsets are `u32`: values beyond 4 GiB in all are cut at that size
+    /// rather than wrapped (lines that long are quarantined long before they get here).
     #[inline]
     pub fn push(&mut self, value: &str) {
         self.text.push_str(value);
@@ -215,8 +202,7 @@ impl Params {
     }
 }
 
-/// Whether `ends` are ascending char boundaries of `text` ending at its end (the packed form
-/// of [`HeaderFields`] and [`Params`]).
+/// Whether `ends` are ascending char boundaries of `text` ending at its end.
 fn fits_parts(text: &str, ends: &[u32]) -> bool {
     ends.windows(2).all(|w| w[0] <= w[1])
         && ends.iter().all(|&e| text.is_char_boundary(e as usize))
