@@ -11,6 +11,7 @@
 
 use crate::level::Level;
 use crate::model::{HeaderFields, LogRecord, RESULT_FIELDS};
+use crate::swar;
 use crate::timestamp;
 use serde::Deserialize;
 use serde_json::Value;
@@ -578,42 +579,21 @@ fn starts_with_at(bytes: &[u8], pos: usize, lit: &str) -> bool {
     here.is_some_and(|here| here.iter().zip(lit).all(|(a, b)| a == b))
 }
 
-/// Eight bytes of `bytes` from `at` as a little-endian word (first byte lowest), if there are
-/// eight.
-fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
-    let chunk: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
-    Some(u64::from_le_bytes(chunk))
-}
-
-const LOW_BITS: u64 = 0x0101_0101_0101_0101;
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-
-/// The index of the first byte of `word` whose high bit `flags` sets.
-fn first_flagged(flags: u64) -> usize {
-    // At most 7, so the cast is lossless.
-    (flags.trailing_zeros() / 8) as usize
-}
-
 /// The same as [`find_lit`], eight bytes per step: fields are often longer than the few
 /// instructions a word costs.
 fn scan_lit(bytes: &[u8], from: usize, lit: &str) -> Option<usize> {
     let needle = lit.as_bytes();
     let first = *needle.first()?;
-    let pattern = LOW_BITS.wrapping_mul(u64::from(first));
     let mut start = from;
     loop {
-        let at = match word_at(bytes, start) {
+        let at = match swar::word_at(bytes, start) {
             Some(word) => {
-                // Zero bytes of `word ^ pattern` are copies of `first`. The borrow of the
-                // subtraction can flag bytes after a real one, never before it, so the first
-                // flag is exact.
-                let x = word ^ pattern;
-                let flags = x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS;
+                let flags = swar::equal(word, first);
                 if flags == 0 {
                     start += 8;
                     continue;
                 }
-                start + first_flagged(flags)
+                start + swar::first_flagged(flags)
             }
             None => start + bytes.get(start..)?.iter().position(|&b| b == first)?,
         };
@@ -629,19 +609,18 @@ fn scan_whitespace(line: &str, from: usize) -> Option<usize> {
     let bytes = line.as_bytes();
     let mut start = from;
     loop {
-        let at = match word_at(bytes, start) {
+        let at = match swar::word_at(bytes, start) {
             Some(word) => {
-                // Candidates: bytes below 0x21 (ASCII whitespace among them; borrows flag
-                // only after a real one, as in `scan_lit`) or from 0xC0 (UTF-8 lead bytes,
-                // bits 7 and 6 both set). A superset of `MAY_START_WHITESPACE`.
-                let low = word.wrapping_sub(LOW_BITS.wrapping_mul(0x21)) & !word & HIGH_BITS;
-                let lead = word & (word << 1) & HIGH_BITS;
-                let flags = low | lead;
+                // Candidates: bytes below 0x21 (ASCII whitespace among them) or from 0xC0
+                // (UTF-8 lead bytes, bits 7 and 6 both set). A superset of
+                // `MAY_START_WHITESPACE`.
+                let lead = swar::non_ascii(word & (word << 1));
+                let flags = swar::below(word, 0x21) | lead;
                 if flags == 0 {
                     start += 8;
                     continue;
                 }
-                start + first_flagged(flags)
+                start + swar::first_flagged(flags)
             }
             None => {
                 let tail = bytes.get(start..)?;

@@ -17,4 +17,5 @@ pub mod model;
 pub mod risk;
 pub mod rng;
 pub mod scoring;
+pub mod swar;
 pub mod timestamp;

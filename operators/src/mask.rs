@@ -8,6 +8,7 @@
 //! tokens it saw recently (`TokenCache`): most tokens of a log stream are the same few
 //! thousand words, and a lookup is far cheaper than a regex scan.
 
+use crate::swar;
 use regex::bytes::{Regex, RegexBuilder};
 use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::util::{primitives::StateID, start, syntax};
@@ -869,9 +870,6 @@ pub fn token_spans(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
-const LOW_BITS: u64 = 0x0101_0101_0101_0101;
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-
 /// The first whitespace at or after byte `i` (a char boundary), else the end of `s`.
 ///
 /// Whitespace starts at a char boundary, so testing only the bytes that can start whitespace
@@ -882,20 +880,16 @@ const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 fn token_end(s: &str, mut i: usize) -> usize {
     let bytes = s.as_bytes();
     loop {
-        let candidate = match bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-            Some(chunk) => {
-                let word = u64::from_le_bytes(*chunk);
+        let candidate = match swar::word_at(bytes, i) {
+            Some(word) => {
                 // Candidates: bytes below 0x21 or from 0x80, the bytes `space_len`'s fast
-                // path does not settle. The borrow of the subtraction can flag bytes after a
-                // real candidate, never before it, so the first flag is exact.
-                let low = word.wrapping_sub(LOW_BITS.wrapping_mul(0x21)) & !word;
-                let flags = (low | word) & HIGH_BITS;
+                // path does not settle.
+                let flags = swar::below(word, 0x21) | swar::non_ascii(word);
                 if flags == 0 {
                     i += 8;
                     continue;
                 }
-                // At most 7, so the cast is lossless.
-                i + (flags.trailing_zeros() / 8) as usize
+                i + swar::first_flagged(flags)
             }
             None => {
                 let tail = bytes.get(i..).unwrap_or_default();

@@ -14,6 +14,7 @@ pub mod stdout;
 
 use operators::miner::Fnv64;
 use operators::model::{ResultRecord, RESULT_FIELDS};
+use operators::swar;
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -322,9 +323,6 @@ fn string(out: &mut String, s: &str) -> serde_json::Result<()> {
     Ok(())
 }
 
-const LOW_BITS: u64 = 0x0101_0101_0101_0101;
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-
 /// Whether JSON needs any byte of `bytes` escaped (control characters, `"`, `\\`), eight bytes
 /// per step with no branch per word: every byte of every document passes here. The tail is
 /// the last eight bytes (overlapping the words before), or the whole string padded with
@@ -347,15 +345,10 @@ fn needs_escape(bytes: &[u8]) -> bool {
     flags != 0
 }
 
-/// Nonzero when a byte of `word` is below 0x20, `"` or `\\`. Each test is the classic "has a
-/// byte below n" / "has a zero byte" bit trick: exact for the word as a whole (a borrow can
-/// only flag bytes above a byte that is itself flagged), which is all that is asked here.
+/// Nonzero when a byte of `word` is below 0x20, `"` or `\\`.
 #[inline]
 fn escape_flags(word: u64) -> u64 {
-    let below = |w: u64, n: u64| w.wrapping_sub(LOW_BITS.wrapping_mul(n)) & !w;
-    let quote = word ^ LOW_BITS.wrapping_mul(u64::from(b'"'));
-    let backslash = word ^ LOW_BITS.wrapping_mul(u64::from(b'\\'));
-    (below(word, 0x20) | below(quote, 1) | below(backslash, 1)) & HIGH_BITS
+    swar::below(word, 0x20) | swar::equal(word, b'"') | swar::equal(word, b'\\')
 }
 
 fn opt_string(out: &mut String, s: Option<&str>) -> serde_json::Result<()> {
