@@ -933,14 +933,7 @@ fn unicode_space_len(s: &str, i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small deterministic generator for test inputs: `next(n)` is in `0..n`.
-    fn lcg(mut seed: u32) -> impl FnMut(usize) -> usize {
-        move |n| {
-            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            (seed >> 16) as usize % n
-        }
-    }
+    use crate::rng::XorShift64;
 
     fn masked(m: &Masker, s: &str) -> Vec<String> {
         m.mask(s).masked_tokens().map(str::to_owned).collect()
@@ -1217,7 +1210,8 @@ mod tests {
             "://h",
             "\\",
         ];
-        let mut next = lcg(11);
+        let mut rng = XorShift64::new(11);
+        let mut next = |n: usize| rng.below(n);
         let lines: Vec<String> = (0..3000)
             .map(|_| {
                 let mut line = String::new();
@@ -1294,7 +1288,8 @@ mod tests {
             "ü7",
             "\u{2003}x",
         ];
-        let mut next = lcg(7);
+        let mut rng = XorShift64::new(7);
+        let mut next = |n: usize| rng.below(n);
         for _ in 0..2000 {
             let mut text = String::new();
             for _ in 0..next(12) {

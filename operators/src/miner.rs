@@ -643,20 +643,20 @@ impl Default for Fnv64 {
 mod tests {
     use super::*;
 
+    use crate::mask::Masker;
+    use crate::rng::XorShift64;
+
     #[test]
     fn hex16_matches_format() {
-        let mut x = 0x0123_4567_89ab_cdefu64;
         for v in [0, u64::MAX, 0x0a0b_0c0d_0e0f_1009, 0x9999_aaaa_ffff_0000] {
             assert_eq!(hex16(v), format!("{v:016x}"));
         }
+        let mut rng = XorShift64::new(0x0123_4567_89ab_cdef);
         for _ in 0..1000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             assert_eq!(hex16(x), format!("{x:016x}"));
         }
     }
-    use crate::mask::Masker;
 
     fn mine(miner: &mut TemplateMiner, masker: &Masker, line: &str) -> MineOutcome {
         miner.add("app", &masker.mask(line))
