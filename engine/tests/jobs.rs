@@ -240,18 +240,14 @@ fn sigterm_stops_the_job_service_between_rounds() {
     .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while read_job_store(&data).ok().as_ref() != Some(&expected) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the service wrote nothing"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the service ended on its own"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_while_running(
+        &mut child,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(50),
+        "the service wrote nothing",
+        "the service ended on its own",
+        || read_job_store(&data).ok().as_ref() == Some(&expected),
+    );
     sigterm(&child);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -353,6 +353,7 @@ struct Roles {
 impl Roles {
     fn of(names: &[Box<str>]) -> Roles {
         let find = |wanted: &str| names.iter().position(|n| n.eq_ignore_ascii_case(wanted));
+        let stored: Vec<usize> = (0..names.len()).filter(|&i| is_stored(&names[i])).collect();
         Roles {
             level: find("level").or_else(|| find("severity")),
             timestamp: find("timestamp"),
@@ -361,8 +362,8 @@ impl Roles {
             time: find("time"),
             day: find("day"),
             month: find("month"),
-            stored: (0..names.len()).filter(|&i| is_stored(&names[i])).collect(),
-            stored_name_bytes: names.iter().filter(|n| is_stored(n)).map(|n| n.len()).sum(),
+            stored_name_bytes: stored.iter().map(|&i| names[i].len()).sum(),
+            stored,
         }
     }
 }

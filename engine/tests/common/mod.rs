@@ -176,16 +176,30 @@ pub fn wait_for_commit(
     child: &mut std::process::Child,
     within: std::time::Duration,
 ) {
+    wait_while_running(
+        child,
+        within,
+        std::time::Duration::from_millis(5),
+        &format!("no commit of epoch {epoch} within {within:?}"),
+        "the run ended before it could be interrupted; make the input bigger",
+        || committed_epoch(dir).is_some_and(|e| e >= epoch),
+    );
+}
+
+/// Polls `done` every `every` until it holds, failing with `timed_out` after `within`, or with
+/// `ended` if `child` exits first.
+pub fn wait_while_running(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+    every: std::time::Duration,
+    timed_out: &str,
+    ended: &str,
+    mut done: impl FnMut() -> bool,
+) {
     let deadline = std::time::Instant::now() + within;
-    while committed_epoch(dir).is_none_or(|e| e < epoch) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no commit of epoch {epoch} within {within:?}"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be interrupted; make the input bigger"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{timed_out}");
+        assert!(child.try_wait().unwrap().is_none(), "{ended}");
+        std::thread::sleep(every);
     }
 }
