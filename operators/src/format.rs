@@ -12,6 +12,7 @@
 use crate::level::Level;
 use crate::model::{HeaderFields, LogRecord, RESULT_FIELDS};
 use crate::swar;
+use crate::text::trim_ends;
 use crate::timestamp;
 use serde::Deserialize;
 use serde_json::Value;
@@ -167,7 +168,7 @@ impl LogFormat {
 
     /// Matches the trimmed `line`, filling `spans` (one per field); returns the trimmed line.
     fn match_into<'a>(&self, line: &'a str, spans: &mut [Span]) -> Option<&'a str> {
-        let line = trim(line);
+        let line = trim_ends(line, char::is_whitespace);
         if self.match_first_choices(line, spans) {
             return Some(line);
         }
@@ -309,15 +310,6 @@ impl LogFormat {
             }
         }
         true
-    }
-}
-
-/// `line.trim()`, without decoding characters when both ends are ASCII other than whitespace
-/// (the usual log line): then nothing is trimmed.
-fn trim(line: &str) -> &str {
-    match line.as_bytes() {
-        [0x21..=0x7F, .., 0x21..=0x7F] | [0x21..=0x7F] => line,
-        _ => line.trim(),
     }
 }
 
@@ -1268,7 +1260,9 @@ fn record_from(matched: &Matched) -> LogRecord {
 
 /// The canonical name of a level (borrowed, no allocation), else its raw text.
 fn level_of(raw: Option<&str>) -> Option<Cow<'static, str>> {
-    let raw = raw.map(trim).filter(|v| !v.is_empty())?;
+    let raw = raw
+        .map(|r| trim_ends(r, char::is_whitespace))
+        .filter(|v| !v.is_empty())?;
     Some(match Level::parse(raw) {
         Level::Unknown => Cow::Owned(raw.to_owned()),
         level => Cow::Borrowed(level.as_str()),
@@ -2365,7 +2359,11 @@ mod tests {
             let line: String = (0..rng.below(40))
                 .map(|_| pieces[rng.below(pieces.len())])
                 .collect();
-            assert_eq!(trim(&line), line.trim(), "{line:?}");
+            assert_eq!(
+                trim_ends(&line, char::is_whitespace),
+                line.trim(),
+                "{line:?}"
+            );
             for from in (0..=line.len()).filter(|&i| line.is_char_boundary(i)) {
                 assert_eq!(
                     scan_whitespace(&line, from),

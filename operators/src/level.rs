@@ -3,6 +3,7 @@
 //! Parsing runs once per log line, so it upper-cases the word into one integer and compares
 //! that against a fixed table of keys built at compile time; it never allocates.
 
+use crate::text::trim_ends;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -93,18 +94,9 @@ impl Level {
     /// Parses a level as written in a log header (`INFO`, `[warn]`, `E:`, `Severe`...).
     /// Surrounding whitespace, brackets and colons are ignored; anything else is `Unknown`.
     pub fn parse(raw: &str) -> Level {
-        // Usually a bare word: then there is nothing to trim, and no char needs decoding.
-        let bare = matches!(
-            raw.as_bytes(),
-            [first, .., last] if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric()
-        );
-        let word = if bare {
-            raw
-        } else {
-            raw.trim_matches(|c: char| {
-                c.is_whitespace() || matches!(c, '[' | ']' | '(' | ')' | '<' | '>' | ':')
-            })
-        };
+        let word = trim_ends(raw, |c| {
+            c.is_whitespace() || matches!(c, '[' | ']' | '(' | ')' | '<' | '>' | ':')
+        });
         let Some(key) = key(word.as_bytes()) else {
             return Level::Unknown;
         };

@@ -18,4 +18,5 @@ pub mod risk;
 pub mod rng;
 pub mod scoring;
 pub mod swar;
+mod text;
 pub mod timestamp;

@@ -4,6 +4,7 @@
 //! walks the text once with a byte cursor, choosing the shape from what it sees (a letter
 //! first, the length of the first digit run, the separators). Text without a zone is UTC.
 
+use crate::text::trim_ends;
 use chrono::{
     DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta, Timelike,
     Utc,
@@ -52,14 +53,9 @@ fn parse_impl(raw: &str, default_year: &dyn Fn() -> i32) -> Option<DateTime<Utc>
     }
 }
 
-/// `raw` without surrounding whitespace and brackets, without decoding characters when both
-/// ends are ASCII other than those (the usual header field): then nothing is trimmed.
+/// `raw` without surrounding whitespace and brackets.
 fn trim(raw: &str) -> &str {
-    let keep = |b: &u8| matches!(b, 0x21..=0x7F) && *b != b'[' && *b != b']';
-    match raw.as_bytes() {
-        [first, .., last] if keep(first) && keep(last) => raw,
-        _ => raw.trim_matches(|c: char| c.is_whitespace() || c == '[' || c == ']'),
-    }
+    trim_ends(raw, |c| c.is_whitespace() || c == '[' || c == ']')
 }
 
 /// RFC 3339 UTC with milliseconds (`2015-10-18T18:01:47.978Z`) when recognised, else `raw`.
