@@ -9,7 +9,7 @@ pub(crate) fn trim_ends(raw: &str, trimmed: impl Fn(char) -> bool) -> &str {
     match raw.as_bytes() {
         [first, .., last] if settled(*first) && settled(*last) => raw,
         [only] if settled(*only) => raw,
-        _ => raw.trim_matches(|c| trimmed(c)),
+        _ => raw.trim_matches(trimmed),
     }
 }
 
