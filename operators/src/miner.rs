@@ -239,6 +239,19 @@ pub struct Shard {
     recent: RecentMatches,
 }
 
+impl Shard {
+    /// A copy of what a snapshot saves: the recent-matches cache (thousands of entries, never
+    /// saved) is left out rather than copied at every epoch.
+    fn saved_part(&self) -> Shard {
+        Shard {
+            templates: self.templates.clone(),
+            clock: self.clock,
+            evictions: self.evictions,
+            recent: RecentMatches::default(),
+        }
+    }
+}
+
 /// Which template recently seen masked lines chose, so a line seen before skips the scan over
 /// the shard's templates (most lines repeat a masked form already seen). The scan's answer
 /// depends only on the templates' tokens and the line, so an entry stays exact as long as no
@@ -405,8 +418,11 @@ impl TemplateMiner {
 
     /// The miner's state, with shards in key order so equal states serialize equally.
     pub fn snapshot(&self) -> MinerSnapshot {
-        let mut shards: Vec<(u64, Shard)> =
-            self.shards.iter().map(|(k, s)| (*k, s.clone())).collect();
+        let mut shards: Vec<(u64, Shard)> = self
+            .shards
+            .iter()
+            .map(|(k, s)| (*k, s.saved_part()))
+            .collect();
         shards.sort_by_key(|(k, _)| *k);
         MinerSnapshot {
             version: SNAPSHOT_VERSION,
@@ -909,6 +925,24 @@ mod tests {
         let mut bad = m.snapshot();
         bad.version = 99;
         assert!(TemplateMiner::restore(bad).is_none());
+    }
+
+    #[test]
+    fn snapshots_copy_the_saved_state_without_the_recent_matches_cache() {
+        let masker = Masker::default_masks();
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        for line in ["job 1 done", "job 2 done", "disk sda failed", "job 3 done"] {
+            mine(&mut m, &masker, line);
+        }
+        assert!(m.shards.values().any(|s| !s.recent.entries.is_empty()));
+        let snapshot = m.snapshot();
+        for (key, saved) in &snapshot.shards {
+            assert!(saved.recent.entries.is_empty());
+            let live = &m.shards[key];
+            assert_eq!(saved.templates, live.templates);
+            assert_eq!((saved.clock, saved.evictions), (live.clock, live.evictions));
+        }
+        assert_eq!(snapshot.shards.len(), m.shards.len());
     }
 
     #[test]
