@@ -13,6 +13,7 @@ use crate::model::{LogRecord, ResultRecord};
 use crate::risk::RiskTable;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Everything the analytics path is configured by (the `[analytics]` part of the config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,7 +151,10 @@ fn unscored_result(log: LogRecord, mined: MineOutcome) -> ResultRecord {
 pub struct Scorer {
     anomaly: AnomalyScorer,
     risk: RiskTable,
-    vocabulary: FxHashMap<String, f64>,
+    /// Evidence by the address of the template text a result shares with its miner: a lookup
+    /// hashes one word instead of the text. Each entry holds its `Arc`, so the address cannot
+    /// be freed and reused while cached; a generalised template has a new text, a new `Arc`.
+    vocabulary: FxHashMap<usize, (Arc<str>, f64)>,
 }
 
 /// Bound of the vocabulary cache; it is cleared when full (templates are few in practice).
@@ -180,15 +184,16 @@ impl Scorer {
             .score(added, result.prediction == 1, level.is_fault());
     }
 
-    fn vocabulary_evidence(&mut self, template: &str) -> f64 {
-        if let Some(v) = self.vocabulary.get(template) {
+    fn vocabulary_evidence(&mut self, template: &Arc<str>) -> f64 {
+        let address = Arc::as_ptr(template).cast::<u8>() as usize;
+        if let Some((_, v)) = self.vocabulary.get(&address) {
             return *v;
         }
         if self.vocabulary.len() >= VOCABULARY_CACHE_CAP {
             self.vocabulary.clear();
         }
         let v = self.anomaly.vocabulary_evidence(template);
-        self.vocabulary.insert(template.to_owned(), v);
+        self.vocabulary.insert(address, (Arc::clone(template), v));
         v
     }
 }
@@ -301,6 +306,30 @@ mod tests {
             let mut expected = miner.mine(preparer.prepare("app", record.clone()));
             scorer.score(&mut expected.result);
             assert_eq!(one.analyze_record("app", record), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn cached_vocabulary_evidence_follows_the_template_text_not_its_address() {
+        let config = AnalyticsConfig::default();
+        let mut scorer = Scorer::new(&config);
+        let fresh = AnomalyScorer::new(config.anomaly.clone());
+        // Same length, different evidence: a template dropped (generalised, evicted) and a new
+        // one allocated at once would usually get its address back from the allocator.
+        let texts = ["fatal crash now", "user logged off"];
+        assert_ne!(
+            fresh.vocabulary_evidence(texts[0]),
+            fresh.vocabulary_evidence(texts[1])
+        );
+        for round in 0..200 {
+            let template: Arc<str> = Arc::from(texts[round % 2]);
+            for _ in 0..2 {
+                assert_eq!(
+                    scorer.vocabulary_evidence(&template),
+                    fresh.vocabulary_evidence(&template),
+                    "round {round}"
+                );
+            }
         }
     }
 
