@@ -329,19 +329,21 @@ fn string(out: &mut String, s: &str) -> serde_json::Result<()> {
 /// spaces when shorter, so no byte goes through a byte loop.
 #[inline]
 fn needs_escape(bytes: &[u8]) -> bool {
-    let load = |chunk: &[u8]| {
-        let mut word = [b' '; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        u64::from_le_bytes(word)
+    let word = |chunk: &[u8; 8]| u64::from_le_bytes(*chunk);
+    let tail = match bytes.last_chunk::<8>() {
+        Some(last) => word(last),
+        None => {
+            // Shorter than a word: the only variable-length copy, padded with spaces.
+            let mut padded = [b' '; 8];
+            padded[..bytes.len()].copy_from_slice(bytes);
+            word(&padded)
+        }
     };
-    let tail = bytes
-        .get(bytes.len().saturating_sub(8)..)
-        .unwrap_or_default();
-    let flags = bytes
-        .chunks_exact(8)
-        .fold(escape_flags(load(tail)), |acc, chunk| {
-            acc | escape_flags(load(chunk))
-        });
+    // Fixed-size loads: a copy of a variable length would be a `memcpy` call per word.
+    let (words, _) = bytes.as_chunks::<8>();
+    let flags = words
+        .iter()
+        .fold(escape_flags(tail), |acc, w| acc | escape_flags(word(w)));
     flags != 0
 }
 
