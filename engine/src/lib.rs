@@ -7,6 +7,7 @@
 pub mod allocator;
 pub mod checkpoint;
 pub mod cli;
+pub mod commit_writer;
 pub mod config;
 pub mod connectors;
 pub mod dataflow;

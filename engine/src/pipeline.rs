@@ -46,6 +46,7 @@
 //! restart).
 
 use crate::checkpoint::{CheckpointError, Checkpoints, Commit, WorkerState, VERSION};
+use crate::commit_writer::CommitWriter;
 use crate::config::{EngineConfig, SinkKind};
 use crate::dataflow::decode::{Decode, Decoder};
 use crate::dataflow::mine_templates::{MineTemplates, MinerCheckpoint, MinerGauge};
@@ -420,7 +421,8 @@ struct Mark {
 
 /// Worker 0's view of the commits.
 struct Committer {
-    checkpoints: Checkpoints,
+    /// Writes `commit.json` and prunes old checkpoint files, off this thread.
+    writer: CommitWriter,
     positions: Positions,
     next_seq: u64,
     lines_by_worker: Vec<u64>,
@@ -546,7 +548,9 @@ impl<'a> Driver<'a> {
         }
         let committer = if worker == 0 {
             Some(Committer {
-                checkpoints: Checkpoints::new(&run.data_dir),
+                writer: CommitWriter::spawn(Checkpoints::new(&run.data_dir), peers).map_err(
+                    |e| PipelineError::Setup(format!("starting the commit thread: {e}")),
+                )?,
                 next_seq: commit.as_ref().map_or(0, |c| c.next_seq),
                 positions,
                 lines_by_worker: vec![0; peers],
@@ -630,7 +634,7 @@ impl<'a> Driver<'a> {
             if self.inputs.is_some() {
                 // Epochs below `limit` may receive lines.
                 let limit = durable.unwrap_or(u64::MAX).saturating_add(in_flight);
-                busy |= self.read_arrival(limit)?;
+                busy |= self.read_arrival_burst(limit)?;
                 busy |= self.read_placed(limit)?;
                 self.advance();
             }
@@ -672,6 +676,21 @@ impl<'a> Driver<'a> {
             mark.positions.insert(origin, pos);
         }
         self.lines_in += count;
+    }
+
+    /// Reads arrival-order batches until the sources have nothing ready, the backpressure
+    /// window is full, or an epoch's worth of lines was read. One worker reads these sources
+    /// for all: reading a single batch per step starved the others while this worker spent a
+    /// step mining and writing a whole epoch (with `-w2` on a file, 4% more lines/s and steadier
+    /// runs with the burst).
+    fn read_arrival_burst(&mut self, limit: u64) -> Result<bool, PipelineError> {
+        let start = self.lines_in;
+        let most = self.shared.config.run.epoch_lines.max(1);
+        let mut read = false;
+        while self.lines_in - start < most && self.read_arrival(limit)? {
+            read = true;
+        }
+        Ok(read)
     }
 
     /// Reads one batch from worker 0's next arrival-order source; closes the epoch when full,
@@ -995,13 +1014,18 @@ impl<'a> Driver<'a> {
                 workers: self.peers,
                 positions: committer.positions.clone(),
             };
-            committer.checkpoints.write_commit(&commit)?;
-            if let Some(a) = self.arrival.as_mut() {
-                for source in &mut a.sources {
-                    source.acknowledge(&commit.positions)?;
-                }
+            committer.writer.submit(commit)?;
+        }
+        // Arrival-order sources hear of a commit only once it is on disk.
+        let written = if durable.is_none() {
+            committer.writer.wait_all()?
+        } else {
+            committer.writer.written()?
+        };
+        if let (Some(commit), Some(a)) = (written.last(), self.arrival.as_mut()) {
+            for source in &mut a.sources {
+                source.acknowledge(&commit.positions)?;
             }
-            committer.checkpoints.prune(self.peers, epoch)?;
         }
         Ok(())
     }
