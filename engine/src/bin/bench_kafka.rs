@@ -348,5 +348,10 @@ fn bench(a: Args) -> anyhow::Result<()> {
         a.workers,
         rows[1].1 / file_rate
     );
+    // With no Kafka cost at all, one process would still only match the file pipeline.
+    println!(
+        "bound for one process: file pipeline / bare consumer = {:.2}",
+        file_rate / bare
+    );
     Ok(())
 }
