@@ -1346,6 +1346,7 @@ fn normalized_timestamp(parts: &[Option<&str>]) -> Option<String> {
                 key: String::new(),
                 answer: timestamp::MillisText::new(),
                 parsed: false,
+                parser: timestamp::Parser::new(),
             })
         };
     }
@@ -1355,11 +1356,12 @@ fn normalized_timestamp(parts: &[Option<&str>]) -> Option<String> {
             key,
             answer,
             parsed,
+            parser,
         } = &mut *last;
         if key.is_empty() || !is_joined(key, parts) {
             key.clear();
             push_joined(key, parts);
-            let ts = timestamp::parse(key);
+            let ts = parser.parse(key);
             *parsed = ts.is_some();
             if let Some(ts) = ts {
                 answer.set(&ts);
@@ -1376,6 +1378,8 @@ struct TimestampMemo {
     /// Their normalised text, when `parsed`.
     answer: timestamp::MillisText,
     parsed: bool,
+    /// Parses a new key reusing the date of an earlier one.
+    parser: timestamp::Parser,
 }
 
 #[cfg(test)]
@@ -2394,8 +2398,9 @@ mod tests {
             timestamp::parse(&text).map(|ts| timestamp::to_rfc3339_millis(&ts))
         };
         // Repeats, a change and back, prefixes of the previous key, multi-part keys equal to a
-        // single-part one, and unparsable text in between.
-        let sequence: [&[Option<&str>]; 12] = [
+        // single-part one, unparsable text in between, and a date text that starts with the
+        // previous one (`2016/9/27` after `2016/9/2`).
+        let sequence: [&[Option<&str>]; 14] = [
             &[Some("2016-09-28 04:30:30")],
             &[Some("2016-09-28 04:30:30")],
             &[Some("2016-09-28"), Some("04:30:30")],
@@ -2408,12 +2413,70 @@ mod tests {
             &[Some("081109"), Some("203615")],
             &[Some("081109"), Some("203615")],
             &[Some("081109 20"), Some("3615")],
+            &[Some("2016/9/2"), Some("20:30:31")],
+            &[Some("2016/9/27"), Some("20:30:31")],
         ];
         for _ in 0..2 {
             for parts in sequence {
                 assert_eq!(normalized_timestamp(parts), fresh(parts), "{parts:?}");
             }
         }
+        // `Date Time` and one-part keys whose date part repeats from line to line (the parser
+        // then reads only the time), across midnight, month and year ends and leap days, with
+        // shape changes and invalid times and dates right after valid ones of the same day.
+        let instants = [
+            (2015, 10, 18, 18, 1, 47, 978),
+            (2015, 10, 18, 18, 1, 48, 963),
+            (2015, 10, 18, 19, 1, 50, 0),
+            (2015, 10, 18, 23, 59, 59, 999),
+            (2015, 10, 19, 0, 0, 0, 0),
+            (2015, 12, 31, 23, 59, 59, 500),
+            (2016, 1, 1, 0, 0, 0, 1),
+            (2016, 2, 2, 9, 5, 7, 0),
+            (2016, 2, 28, 23, 59, 59, 0),
+            (2016, 2, 29, 0, 0, 1, 0),
+            (2016, 3, 1, 0, 0, 0, 0),
+        ];
+        let shapes = [
+            ("%Y-%m-%d", "%H:%M:%S,%3f"),
+            ("%y%m%d", "%H%M%S"),
+            ("%y/%m/%d", "%H:%M:%S"),
+            ("%Y.%m.%d", "%H.%M.%S%.6f"),
+            ("%Y/%-m/%-d", "%H:%M:%S%.3f"),
+            ("%Y-%m-%d-%H.%M.%S%.6f", ""),
+            ("%s", ""),
+        ];
+        let mut keys: Vec<Vec<String>> = Vec::new();
+        for (y, mo, d, h, mi, s, ms) in instants {
+            let Some(at) = chrono::NaiveDate::from_ymd_opt(y, mo, d)
+                .and_then(|date| date.and_hms_milli_opt(h, mi, s, ms))
+            else {
+                panic!("{y}-{mo}-{d}");
+            };
+            for (date_shape, time_shape) in shapes {
+                let date = at.format(date_shape).to_string();
+                let time = at.format(time_shape).to_string();
+                let parts = |time: &str| match time {
+                    "" => vec![date.clone()],
+                    _ => vec![date.clone(), time.to_owned()],
+                };
+                keys.push(parts(&time));
+                for bad_time in ["25:00:00", "23:60:00", "235959x", &format!("{time}0")] {
+                    keys.push(parts(bad_time));
+                    keys.push(parts(&time));
+                }
+                keys.push(vec![format!("{y}-02-30"), time.clone()]);
+            }
+        }
+        let mut parsed = 0;
+        for key in &keys {
+            let parts: Vec<Option<&str>> = key.iter().map(|part| Some(part.as_str())).collect();
+            let fresh = fresh(&parts);
+            parsed += usize::from(fresh.is_some());
+            assert_eq!(normalized_timestamp(&parts), fresh, "{parts:?}");
+        }
+        // Half the keys are valid: the comparisons are not all of failures.
+        assert!(parsed * 2 >= keys.len(), "{parsed} of {}", keys.len());
         assert!(is_joined("ab c", &[Some("ab"), Some("c")]));
         assert!(!is_joined("abc", &[Some("ab"), Some("c")]));
         assert!(!is_joined("ab c ", &[Some("ab"), Some("c")]));

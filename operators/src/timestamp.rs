@@ -32,23 +32,163 @@ pub fn parse_with_year(raw: &str, default_year: i32) -> Option<DateTime<Utc>> {
     parse_impl(raw, &|| default_year)
 }
 
+/// Parses timestamps one after another, each as [`parse`] would, reusing what the previous
+/// ones gave: consecutive log lines are mostly on the same day, so a text that starts with the
+/// date text of an earlier one has only its time read, and epoch seconds on the day of the
+/// last ones reuse its calendar date.
+#[derive(Debug, Clone, Default)]
+pub struct Parser {
+    /// The date text of the last text that started with a reusable one.
+    date: Option<DateText>,
+    /// The day number (days since the epoch) and calendar date of the last epoch timestamp.
+    epoch_day: Option<(i64, NaiveDate)>,
+}
+
+impl Parser {
+    pub const fn new() -> Self {
+        Parser {
+            date: None,
+            epoch_day: None,
+        }
+    }
+
+    /// [`parse`] of `raw`.
+    pub fn parse(&mut self, raw: &str) -> Option<DateTime<Utc>> {
+        self.parse_with(raw, &|| Utc::now().year())
+    }
+
+    /// [`parse_impl`] of `raw`, remembering its date or epoch day for the next texts.
+    fn parse_with(&mut self, raw: &str, default_year: &dyn Fn() -> i32) -> Option<DateTime<Utc>> {
+        let text = trim(raw);
+        let mut cur = Cursor::new(text);
+        if let Some(known) = self.date.as_ref().filter(|known| known.starts(text)) {
+            cur.pos = known.len;
+            return known.after.read(&mut cur, known.date);
+        }
+        match head(&mut cur, default_year)? {
+            Head::Date(date, after) => {
+                if let Some(known) = DateText::new(text, cur.pos, date, after) {
+                    self.date = Some(known);
+                }
+                after.read(&mut cur, date)
+            }
+            Head::Epoch(secs, nanos) => self.epoch(secs, nanos),
+            Head::Whole(ts) => ts,
+        }
+    }
+
+    /// `DateTime::from_timestamp(secs, nanos)`, deriving the calendar date only for a new day.
+    fn epoch(&mut self, secs: i64, nanos: u32) -> Option<DateTime<Utc>> {
+        const DAY: i64 = 86_400;
+        let (day, of_day) = (secs.div_euclid(DAY), secs.rem_euclid(DAY));
+        let date = match self.epoch_day {
+            Some((known, date)) if known == day => date,
+            _ => {
+                let date = DateTime::from_timestamp(secs.checked_sub(of_day)?, 0)?.date_naive();
+                self.epoch_day = Some((day, date));
+                date
+            }
+        };
+        let of_day = u32::try_from(of_day).ok()?;
+        let time = NaiveTime::from_num_seconds_from_midnight_opt(of_day, nanos)?;
+        Some(date.and_time(time).and_utc())
+    }
+}
+
+/// The longest date text [`Parser`] keeps (`10/September/2000` is 17 bytes).
+const DATE_TEXT_MAX: usize = 24;
+
+/// The date text a timestamp started with, and the date and continuation its [`Head`] gave.
+#[derive(Debug, Clone)]
+struct DateText {
+    bytes: [u8; DATE_TEXT_MAX],
+    len: usize,
+    date: NaiveDate,
+    after: After,
+}
+
+impl DateText {
+    /// The first `len` bytes of `text`, a date text that gave `date`; `None` when too long or
+    /// followed by a digit (see [`DateText::starts`]).
+    fn new(text: &str, len: usize, date: NaiveDate, after: After) -> Option<Self> {
+        let text = text.as_bytes();
+        if text.get(len).is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut bytes = [0; DATE_TEXT_MAX];
+        bytes.get_mut(..len)?.copy_from_slice(text.get(..len)?);
+        Some(DateText {
+            bytes,
+            len,
+            date,
+            after,
+        })
+    }
+
+    /// Whether `text` starts with this date text and [`head`] would read it the same way: it
+    /// looks at one byte past a date, to see that the last digit run has ended
+    /// (`2016/9/2 10:00` and `2016/9/27 10:00` share a prefix but not a date).
+    fn starts(&self, text: &str) -> bool {
+        let text = text.as_bytes();
+        text.get(..self.len) == self.bytes.get(..self.len)
+            && !text.get(self.len).is_some_and(u8::is_ascii_digit)
+    }
+}
+
 /// The shape dispatch; `default_year` is called only when the text has no year.
 fn parse_impl(raw: &str, default_year: &dyn Fn() -> i32) -> Option<DateTime<Utc>> {
-    let text = trim(raw);
-    let mut cur = Cursor::new(text);
+    let mut cur = Cursor::new(trim(raw));
+    match head(&mut cur, default_year)? {
+        Head::Date(date, after) => after.read(&mut cur, date),
+        Head::Epoch(secs, nanos) => DateTime::from_timestamp(secs, nanos),
+        Head::Whole(ts) => ts,
+    }
+}
+
+/// What a timestamp starts with, as far as its shape lets it be split.
+enum Head {
+    /// A date, ending at the cursor, that the rest of the text cannot change: the same date
+    /// text followed by anything but a digit gives this date and continuation.
+    Date(NaiveDate, After),
+    /// The whole text was epoch seconds and nanoseconds.
+    Epoch(i64, u32),
+    /// The whole text was read: shapes whose year follows the time or comes from the clock.
+    Whole(Option<DateTime<Utc>>),
+}
+
+/// What may follow a date.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    /// The end of the text (midnight) or a time.
+    OptionalTime,
+    RequiredTime,
+}
+
+impl After {
+    fn read(self, cur: &mut Cursor, date: NaiveDate) -> Option<DateTime<Utc>> {
+        match self {
+            After::OptionalTime => optional_time(cur, date),
+            After::RequiredTime => required_time(cur, date),
+        }
+    }
+}
+
+/// Chooses the shape from the first byte and the length of the first digit run.
+fn head(cur: &mut Cursor, default_year: &dyn Fn() -> i32) -> Option<Head> {
     let first = cur.peek()?;
     if first.is_ascii_alphabetic() {
-        return named_month(&mut cur, default_year);
+        return Some(Head::Whole(named_month(cur, default_year)));
     }
     if !first.is_ascii_digit() {
         return None;
     }
-    match cur.digit_run() {
-        4 => year_first(&mut cur),
-        8 => compact_date(&mut cur),
-        6 => short_compact_date(&mut cur),
-        1 | 2 => small_number_first(&mut cur, default_year),
-        9 | 10 | 12 | 13 => epoch(&mut cur),
+    let (run, value) = cur.peek_number();
+    match run {
+        4 => year_first(cur),
+        8 => compact_date(cur),
+        6 => short_compact_date(cur),
+        1 | 2 => small_number_first(cur, default_year),
+        9 | 10 | 12 | 13 => epoch(cur, run, value),
         _ => None,
     }
 }
@@ -75,12 +215,14 @@ pub fn to_rfc3339_millis(ts: &DateTime<Utc>) -> String {
 }
 
 /// The [`to_rfc3339_millis`] text of the last instant given, kept in one buffer: consecutive
-/// log lines are mostly on the same day, so then only the time of day is written again, and
-/// nothing is allocated.
+/// log lines are mostly on the same day, often in the same minute, so then only the time of
+/// day or the seconds are written again, and nothing is allocated.
 #[derive(Debug, Clone, Default)]
 pub struct MillisText {
     /// The day `text` starts with, when it has the usual 24-byte form.
     day: Option<NaiveDate>,
+    /// The minute of that day `text` has, when it has a day.
+    minute: Option<u32>,
     text: String,
 }
 
@@ -88,6 +230,7 @@ impl MillisText {
     pub const fn new() -> Self {
         MillisText {
             day: None,
+            minute: None,
             text: String::new(),
         }
     }
@@ -98,41 +241,54 @@ impl MillisText {
         // local time (an offset addition) on every call.
         let naive = ts.naive_utc();
         let (date, time) = (naive.date(), naive.time());
-        let millis = (time.nanosecond() / 1_000_000).min(999);
-        let time_fields = [
-            (time.hour(), 2, b':'),
-            (time.minute(), 2, b':'),
-            (time.second(), 2, b'.'),
-            (millis, 3, b'Z'),
-        ];
-        if self.day == Some(date) {
-            // Keep `yyyy-mm-ddT`.
-            self.text.truncate(11);
-            push_fields(&mut self.text, time_fields);
-            return;
-        }
-        self.day = None;
-        self.text.clear();
-        let Ok(year @ 0..=9999) = u32::try_from(date.year()) else {
+        if self.day != Some(date) && !self.set_day(date) {
             self.text
                 .push_str(&ts.to_rfc3339_opts(SecondsFormat::Millis, true));
             return;
-        };
-        // One call for all fields: each call checks its buffer as UTF-8 once.
-        let [hour, minute, second, millis] = time_fields;
-        push_fields(
-            &mut self.text,
-            [
-                (year, 4, b'-'),
-                (date.month(), 2, b'-'),
-                (date.day(), 2, b'T'),
-                hour,
-                minute,
-                second,
-                millis,
-            ],
+        }
+        // A leap second's fraction runs past 1 s; its text stays at `59.999`.
+        let (seconds, millis) = (
+            time.num_seconds_from_midnight(),
+            time.nanosecond() / 1_000_000,
         );
+        let minute = seconds / 60;
+        let text = &mut self.text;
+        if self.minute == Some(minute) {
+            // Keep `yyyy-mm-ddTHH:MM:`.
+            text.truncate(17);
+        } else {
+            // Keep `yyyy-mm-ddT`.
+            text.truncate(11);
+            push_digits::<2>(text, minute / 60);
+            text.push(':');
+            push_digits::<2>(text, minute % 60);
+            text.push(':');
+            self.minute = Some(minute);
+        }
+        push_digits::<2>(text, seconds % 60);
+        text.push('.');
+        push_digits::<3>(text, millis.min(999));
+        text.push('Z');
+    }
+
+    /// Makes the text `yyyy-mm-ddT` of `date`, or empty and `false` for a year outside
+    /// 0..=9999, which RFC 3339 writes otherwise.
+    fn set_day(&mut self, date: NaiveDate) -> bool {
+        self.day = None;
+        self.minute = None;
+        self.text.clear();
+        let Ok(year @ 0..=9999) = u32::try_from(date.year()) else {
+            return false;
+        };
+        let text = &mut self.text;
+        push_digits::<4>(text, year);
+        text.push('-');
+        push_digits::<2>(text, date.month());
+        text.push('-');
+        push_digits::<2>(text, date.day());
+        text.push('T');
         self.day = Some(date);
+        true
     }
 
     pub fn as_str(&self) -> &str {
@@ -140,26 +296,18 @@ impl MillisText {
     }
 }
 
-/// Appends each (value, digits, separator): the value zero-padded to that many digits (at most
-/// 4), then the separator.
-fn push_fields<const N: usize>(out: &mut String, fields: [(u32, usize, u8); N]) {
-    let mut text = [0u8; 24];
-    let mut at = 0;
-    for (value, width, sep) in fields {
-        let Some(slot) = text.get_mut(at..at + width + 1) else {
-            break;
-        };
-        let mut rest = value;
-        for digit in slot[..width].iter_mut().rev() {
-            *digit = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-        slot[width] = sep;
-        at += width + 1;
+/// Appends the last `N` decimal digits of `value`, zero-padded. Pushed as `char`s known to be
+/// ASCII, which needs neither a UTF-8 check of a buffer nor a copy.
+fn push_digits<const N: usize>(out: &mut String, value: u32) {
+    let mut digits = [0u8; N];
+    let mut rest = value;
+    for digit in digits.iter_mut().rev() {
+        *digit = (rest % 10) as u8;
+        rest /= 10;
     }
-    // Only ASCII digits and separators were written, so this never takes the fallback. One
-    // check of the buffer costs less than pushing its bytes one `char` at a time.
-    out.push_str(std::str::from_utf8(&text[..at]).unwrap_or_default());
+    for digit in digits {
+        out.push(char::from(b'0' + digit));
+    }
 }
 
 /// Minutes since the Unix epoch (floor), the key of per-minute windows.
@@ -236,6 +384,21 @@ impl<'a> Cursor<'a> {
         Some(value)
     }
 
+    /// The length of the digit run at the cursor and its value (meaningless past 18 digits),
+    /// without consuming it: one pass where a shape needs both.
+    fn peek_number(&self) -> (usize, i64) {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let mut value = 0i64;
+        for (len, &b) in rest.iter().enumerate() {
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                return (len, value);
+            }
+            value = value.wrapping_mul(10).wrapping_add(i64::from(digit));
+        }
+        (rest.len(), value)
+    }
+
     /// Consumes a whole digit run of `min..=max` digits as a number.
     fn number(&mut self, min: usize, max: usize) -> Option<u32> {
         let len = self.digit_run();
@@ -256,7 +419,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// `yyyy?mm?dd[ time]` with `?` one of `-`, `/`, `.`.
-fn year_first(cur: &mut Cursor) -> Option<DateTime<Utc>> {
+fn year_first(cur: &mut Cursor) -> Option<Head> {
     let year = cur.fixed(4)?;
     let sep = cur.eat_any(b"-/.")?;
     let month = cur.number(1, 2)?;
@@ -265,30 +428,30 @@ fn year_first(cur: &mut Cursor) -> Option<DateTime<Utc>> {
     }
     let day = cur.number(1, 2)?;
     let date = ymd(i64::from(year), month, day)?;
-    optional_time(cur, date)
+    Some(Head::Date(date, After::OptionalTime))
 }
 
 /// `yyyyMMdd` followed by a time (a bare eight-digit number is too ambiguous).
-fn compact_date(cur: &mut Cursor) -> Option<DateTime<Utc>> {
+fn compact_date(cur: &mut Cursor) -> Option<Head> {
     let year = cur.fixed(4)?;
     let month = cur.fixed(2)?;
     let day = cur.fixed(2)?;
     let date = ymd(i64::from(year), month, day)?;
-    required_time(cur, date)
+    Some(Head::Date(date, After::RequiredTime))
 }
 
 /// HDFS `yyMMdd HHmmss`: a two-digit year, then a time.
-fn short_compact_date(cur: &mut Cursor) -> Option<DateTime<Utc>> {
+fn short_compact_date(cur: &mut Cursor) -> Option<Head> {
     let year = cur.fixed(2)?;
     let month = cur.fixed(2)?;
     let day = cur.fixed(2)?;
     let date = ymd(full_year(year), month, day)?;
-    required_time(cur, date)
+    Some(Head::Date(date, After::RequiredTime))
 }
 
 /// Shapes starting with one or two digits: `yy/mm/dd`, `dd.mm.yyyy`, `mm/dd/yyyy`,
 /// `dd/Mon/yyyy:HH:MM:SS`, and year-less `mm-dd time`.
-fn small_number_first(cur: &mut Cursor, default_year: &dyn Fn() -> i32) -> Option<DateTime<Utc>> {
+fn small_number_first(cur: &mut Cursor, default_year: &dyn Fn() -> i32) -> Option<Head> {
     let first = cur.number(1, 2)?;
     let sep = cur.eat_any(b"-/.")?;
     if cur.peek().is_some_and(|b| b.is_ascii_alphabetic()) {
@@ -296,8 +459,9 @@ fn small_number_first(cur: &mut Cursor, default_year: &dyn Fn() -> i32) -> Optio
     }
     let second = cur.number(1, 2)?;
     if !cur.eat(sep) {
+        // The year comes from the clock, so the date is not one a later text may reuse.
         let date = ymd(i64::from(default_year()), first, second)?;
-        return required_time(cur, date);
+        return Some(Head::Whole(required_time(cur, date)));
     }
     let date = match cur.digit_run() {
         2 => ymd(full_year(first), second, cur.fixed(2)?)?,
@@ -305,18 +469,18 @@ fn small_number_first(cur: &mut Cursor, default_year: &dyn Fn() -> i32) -> Optio
         4 => ymd(i64::from(cur.fixed(4)?), second, first)?,
         _ => return None,
     };
-    optional_time(cur, date)
+    Some(Head::Date(date, After::OptionalTime))
 }
 
 /// The rest of `dd/Mon/yyyy:HH:MM:SS zone` after `dd/`.
-fn day_month_name_year(cur: &mut Cursor, day: u32, sep: u8) -> Option<DateTime<Utc>> {
+fn day_month_name_year(cur: &mut Cursor, day: u32, sep: u8) -> Option<Head> {
     let month = month_number(cur.word())?;
     if !cur.eat(sep) {
         return None;
     }
     let year = cur.fixed(4)?;
     let date = ymd(i64::from(year), month, day)?;
-    optional_time(cur, date)
+    Some(Head::Date(date, After::OptionalTime))
 }
 
 /// Shapes starting with a word: `[Wkd[,]] Mon dd [yyyy] time [zone] [yyyy]` or
@@ -370,17 +534,10 @@ fn day_month_year_time(cur: &mut Cursor) -> Option<DateTime<Utc>> {
     finish(cur, date.and_time(time), offset)
 }
 
-/// Epoch seconds (9–10 digits) or milliseconds (12–13 digits), with an optional fraction.
-fn epoch(cur: &mut Cursor) -> Option<DateTime<Utc>> {
-    let len = cur.digit_run();
-    let whole = i64::from(cur.fixed(len.min(9))?);
-    let rest_len = len.saturating_sub(9);
-    let rest = if rest_len > 0 {
-        i64::from(cur.fixed(rest_len)?)
-    } else {
-        0
-    };
-    let whole = whole * 10i64.pow(rest_len as u32) + rest;
+/// Epoch seconds (9–10 digits) or milliseconds (12–13 digits), with an optional fraction;
+/// the digit run at the cursor is `len` long and has the value `whole`.
+fn epoch(cur: &mut Cursor, len: usize, whole: i64) -> Option<Head> {
+    cur.pos += len;
     let frac_nanos = if cur.eat(b'.') { fraction(cur)? } else { 0 };
     if !cur.at_end() {
         return None;
@@ -391,7 +548,7 @@ fn epoch(cur: &mut Cursor) -> Option<DateTime<Utc>> {
         let millis_nanos = whole.rem_euclid(1000) * 1_000_000 + i64::from(frac_nanos) / 1000;
         (whole.div_euclid(1000), u32::try_from(millis_nanos).ok()?)
     };
-    DateTime::from_timestamp(secs, nanos)
+    Some(Head::Epoch(secs, nanos))
 }
 
 /// After a date: the end of the text (midnight) or a time.
@@ -415,20 +572,9 @@ fn required_time(cur: &mut Cursor, date: NaiveDate) -> Option<DateTime<Utc>> {
 /// `HH:MM[:SS][frac]`, `HH.MM.SS[frac]` or compact `HHMMSS[frac]`; the fraction is introduced
 /// by `.`, `,` or `:` (HealthApp writes `22:15:29:606`).
 fn time_of_day(cur: &mut Cursor) -> Option<NaiveTime> {
-    let (hour, minute, second) = if cur.digit_run() == 6 {
-        (cur.fixed(2)?, cur.fixed(2)?, cur.fixed(2)?)
-    } else {
-        let hour = cur.number(1, 2)?;
-        let sep = cur.eat_any(b":.")?;
-        let minute = cur.fixed(2)?;
-        let second =
-            if cur.peek() == Some(sep) && cur.peek_at(1).is_some_and(|b| b.is_ascii_digit()) {
-                cur.eat(sep);
-                cur.fixed(2)?
-            } else {
-                0
-            };
-        (hour, minute, second)
+    let (hour, minute, second) = match usual_clock(cur) {
+        Some(hms) => hms,
+        None => any_clock(cur)?,
     };
     let nanos = if matches!(cur.peek(), Some(b'.' | b',' | b':'))
         && cur.peek_at(1).is_some_and(|b| b.is_ascii_digit())
@@ -441,15 +587,50 @@ fn time_of_day(cur: &mut Cursor) -> Option<NaiveTime> {
     NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)
 }
 
-/// A digit run read as a decimal fraction of a second, in nanoseconds (digits past 9 dropped).
-fn fraction(cur: &mut Cursor) -> Option<u32> {
-    let len = cur.digit_run();
-    if len == 0 {
-        return None;
+/// The usual layouts `HH:MM:SS`, `HH.MM.SS` and `HHMMSS` (then no digit) read at fixed
+/// positions, as [`any_clock`] reads them but without its digit scans. `None` (nothing
+/// consumed) for any other text.
+fn usual_clock(cur: &mut Cursor) -> Option<(u32, u32, u32)> {
+    let rest = cur.bytes.get(cur.pos..)?;
+    let (hms, len) = match *rest {
+        [h1, h2, sep @ (b':' | b'.'), m1, m2, sep2, s1, s2, ..] if sep2 == sep => {
+            ((pair(h1, h2)?, pair(m1, m2)?, pair(s1, s2)?), 8)
+        }
+        [h1, h2, m1, m2, s1, s2, ..] if !rest.get(6).is_some_and(u8::is_ascii_digit) => {
+            ((pair(h1, h2)?, pair(m1, m2)?, pair(s1, s2)?), 6)
+        }
+        _ => return None,
+    };
+    cur.pos += len;
+    Some(hms)
+}
+
+/// The value of two ASCII digits.
+fn pair(tens: u8, ones: u8) -> Option<u32> {
+    let (tens, ones) = (tens.wrapping_sub(b'0'), ones.wrapping_sub(b'0'));
+    (tens < 10 && ones < 10).then(|| u32::from(tens * 10 + ones))
+}
+
+/// Hours, minutes and seconds of `HH:MM[:SS]`, `HH.MM.SS`, or compact `HHMMSS`.
+fn any_clock(cur: &mut Cursor) -> Option<(u32, u32, u32)> {
+    if cur.digit_run() == 6 {
+        return Some((cur.fixed(2)?, cur.fixed(2)?, cur.fixed(2)?));
     }
-    let used = len.min(9);
-    let value = cur.fixed(used)?;
-    cur.pos += len - used;
+    let hour = cur.number(1, 2)?;
+    let sep = cur.eat_any(b":.")?;
+    let minute = cur.fixed(2)?;
+    let second = if cur.peek() == Some(sep) && cur.peek_at(1).is_some_and(|b| b.is_ascii_digit()) {
+        cur.eat(sep);
+        cur.fixed(2)?
+    } else {
+        0
+    };
+    Some((hour, minute, second))
+}
+
+/// A digit run read as a decimal fraction of a second, in nanoseconds (digits past 9 dropped).
+/// One pass: the run is read as it is measured.
+fn fraction(cur: &mut Cursor) -> Option<u32> {
     // A table instead of `10u32.pow`, which loops.
     const SCALE: [u32; 10] = [
         1_000_000_000,
@@ -463,6 +644,18 @@ fn fraction(cur: &mut Cursor) -> Option<u32> {
         10,
         1,
     ];
+    let start = cur.pos;
+    let (mut value, mut used) = (0u32, 0);
+    while let Some(digit) = cur.peek().map(|b| b.wrapping_sub(b'0')).filter(|d| *d < 10) {
+        if used < 9 {
+            value = value * 10 + u32::from(digit);
+            used += 1;
+        }
+        cur.pos += 1;
+    }
+    if cur.pos == start {
+        return None;
+    }
     Some(value * SCALE.get(used)?)
 }
 
@@ -470,6 +663,10 @@ fn fraction(cur: &mut Cursor) -> Option<u32> {
 /// possibly after spaces. Returns the offset east of UTC in seconds; `None` for a bad offset.
 /// Unknown zone names are left unconsumed, so [`finish`] rejects them.
 fn zone(cur: &mut Cursor) -> Option<i32> {
+    if cur.at_end() {
+        // The usual case, decided without the probes below.
+        return Some(0);
+    }
     let start = cur.pos;
     cur.skip_spaces();
     if cur.eat(b'Z') || cur.eat(b'z') {
@@ -553,24 +750,53 @@ const WEEKDAYS: [&[u8]; 7] = [
     b"sunday",
 ];
 
-/// Whether `word` is a full name from `names` or its three-letter abbreviation (`Sept` too).
-fn name_index(names: &[&[u8]], word: &[u8]) -> Option<usize> {
-    if word.len() < 3 {
-        return None;
+/// The first three letters of each name, as [`stem`] gives them.
+const MONTH_STEMS: [u32; 12] = stems(MONTHS);
+const WEEKDAY_STEMS: [u32; 7] = stems(WEEKDAYS);
+
+/// Evaluated at compile time; every name is lowercase and at least three letters long.
+const fn stems<const N: usize>(names: [&[u8]; N]) -> [u32; N] {
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < N {
+        let name = names[i];
+        out[i] = u32::from_le_bytes([name[0], name[1], name[2], 0]);
+        i += 1;
     }
-    names.iter().position(|name| {
-        name.eq_ignore_ascii_case(word)
-            || (word.len() == 3 && name[..3].eq_ignore_ascii_case(word))
+    out
+}
+
+/// The first three bytes of `word`, lowercased, as one number: every form of a name that
+/// [`name_index`] accepts shares them with the name, so one comparison rules most names out.
+fn stem(word: &[u8]) -> Option<u32> {
+    let [a, b, c, ..] = *word else {
+        return None;
+    };
+    let lower = u8::to_ascii_lowercase;
+    Some(u32::from_le_bytes([lower(&a), lower(&b), lower(&c), 0]))
+}
+
+/// Whether `word` is a full name from `names` (lowercase, with their `stems`) or its
+/// three-letter abbreviation (`Sept` too).
+fn name_index(names: &[&[u8]], stems: &[u32], word: &[u8]) -> Option<usize> {
+    let stem = stem(word)?;
+    let is_form_of = |name: &[u8]| {
+        word.len() == 3
+            || name.eq_ignore_ascii_case(word)
             || (word.len() == 4 && name.len() > 4 && name[..4].eq_ignore_ascii_case(word))
-    })
+    };
+    stems
+        .iter()
+        .zip(names)
+        .position(|(&name_stem, name)| name_stem == stem && is_form_of(name))
 }
 
 fn month_number(word: &[u8]) -> Option<u32> {
-    name_index(&MONTHS, word).and_then(|i| u32::try_from(i + 1).ok())
+    name_index(&MONTHS, &MONTH_STEMS, word).and_then(|i| u32::try_from(i + 1).ok())
 }
 
 fn is_weekday(word: &[u8]) -> bool {
-    name_index(&WEEKDAYS, word).is_some()
+    name_index(&WEEKDAYS, &WEEKDAY_STEMS, word).is_some()
 }
 
 #[cfg(test)]
@@ -859,6 +1085,230 @@ mod tests {
             let chrono = ts.to_rfc3339_opts(SecondsFormat::Millis, true);
             assert_eq!(kept.as_str(), chrono, "{secs}");
         }
+    }
+
+    #[test]
+    fn kept_millis_text_equals_chrono_within_a_day() {
+        // Same minute, next second, next minute, the same minute of the next hour and of the
+        // next day, back to an earlier minute.
+        let times = [
+            (18, 5, 1, 978),
+            (18, 5, 1, 979),
+            (18, 5, 2, 0),
+            (18, 5, 59, 999),
+            (18, 6, 0, 0),
+            (19, 6, 0, 1),
+            (19, 6, 0, 1),
+            (19, 5, 30, 500),
+            (23, 59, 59, 999),
+            (0, 0, 0, 0),
+        ];
+        let mut kept = MillisText::new();
+        for day in [18, 19, 18] {
+            for (h, m, s, ms) in times {
+                let Some(ts) = NaiveDate::from_ymd_opt(2015, 10, day)
+                    .and_then(|date| date.and_hms_milli_opt(h, m, s, ms))
+                    .map(|naive| naive.and_utc())
+                else {
+                    panic!("{day} {h}:{m}:{s}.{ms}");
+                };
+                kept.set(&ts);
+                let chrono = ts.to_rfc3339_opts(SecondsFormat::Millis, true);
+                assert_eq!(kept.as_str(), chrono);
+            }
+        }
+    }
+
+    /// Instants whose consecutive texts stay within a minute, a day, and cross midnight, month
+    /// and year ends, leap days, and the two-digit-year pivot.
+    fn instants() -> Vec<NaiveDateTime> {
+        let at = |y, mo, d, h, mi, s, nanos| {
+            NaiveDate::from_ymd_opt(y, mo, d)
+                .and_then(|date| date.and_hms_nano_opt(h, mi, s, nanos))
+                .unwrap_or_else(|| panic!("{y}-{mo}-{d} {h}:{mi}:{s}"))
+        };
+        vec![
+            at(2015, 10, 18, 18, 1, 47, 978_123_456),
+            at(2015, 10, 18, 18, 1, 47, 979_000_000),
+            at(2015, 10, 18, 18, 1, 48, 5_000_000),
+            at(2015, 10, 18, 18, 2, 0, 0),
+            at(2015, 10, 18, 19, 2, 1, 100_000_000),
+            at(2015, 10, 18, 23, 59, 59, 999_999_999),
+            at(2015, 10, 19, 0, 0, 0, 0),
+            at(2015, 10, 31, 23, 59, 59, 500_000_000),
+            at(2015, 11, 1, 0, 0, 1, 0),
+            at(2015, 12, 31, 23, 59, 59, 999_000_000),
+            at(2016, 1, 1, 0, 0, 0, 1_000_000),
+            at(2016, 2, 2, 9, 5, 7, 0),
+            at(2016, 2, 27, 9, 5, 7, 0),
+            at(2016, 2, 28, 23, 59, 59, 0),
+            at(2016, 2, 29, 0, 0, 0, 0),
+            at(2016, 2, 29, 12, 30, 45, 250_000_000),
+            at(2016, 3, 1, 0, 0, 0, 0),
+            at(2015, 2, 28, 23, 59, 59, 0),
+            at(2015, 3, 1, 0, 0, 0, 0),
+            at(2000, 2, 29, 1, 2, 3, 4_000_000),
+            at(2069, 12, 31, 23, 59, 59, 0),
+            at(2070, 1, 1, 0, 0, 0, 0),
+            at(2001, 9, 9, 1, 46, 40, 0),
+        ]
+    }
+
+    /// chrono formats of every accepted shape: zones, fractions, padding, brackets.
+    const SHAPES: [&str; 38] = [
+        "%Y-%m-%d %H:%M:%S,%3f",
+        "%Y-%m-%dT%H:%M:%S%.9fZ",
+        "%Y-%m-%dt%H:%M:%Sz",
+        "%Y-%m-%dT%H:%M:%S%.3f+02:00",
+        "%Y-%m-%dT%H:%M:%S-0130",
+        "%Y-%m-%dT%H:%M:%S+05",
+        "%Y-%m-%d %H:%M:%S UTC",
+        "%Y-%m-%d %H:%M:%S GMT+01:00",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d %-H:%M:%S",
+        "%Y-%m-%d",
+        "%Y/%m/%d %H:%M:%S",
+        "%Y.%m.%d %H:%M:%S",
+        "%Y.%m.%d",
+        "%Y/%-m/%-d %H:%M:%S%.3f",
+        "%Y-%m-%d-%H.%M.%S%.6f",
+        "[%Y-%m-%d %H:%M:%S]",
+        "%Y%m%d-%H:%M:%S:%3f",
+        "%Y%m%dT%H%M%SZ",
+        "%Y%m%d %H%M%S",
+        "%y%m%d %H%M%S",
+        "%y/%m/%d %H:%M:%S",
+        "%d.%m.%Y %H:%M",
+        "%-d.%-m.%Y %H:%M",
+        "%m/%d/%Y %H:%M:%S",
+        "%d/%b/%Y:%H:%M:%S -0700",
+        "%d/%B/%Y:%H:%M:%S +0000",
+        "%a %b %d %H:%M:%S %Y",
+        "%a, %d %b %Y %H:%M:%S GMT",
+        "%b %e %H:%M:%S",
+        "%b %d %Y %H:%M:%S",
+        "%m-%d %H:%M:%S%.3f",
+        "%m.%d %H:%M:%S",
+        "%s",
+        "%s%.3f",
+        "%s%3f",
+        "%s.%f",
+        "%Y-%m-%d %H:%M:%S",
+    ];
+
+    /// Variants of `text` sharing its start: cut short, one byte replaced, inserted or
+    /// removed. They make invalid dates and times (`2015-10-39`, `98:01:47`) right after
+    /// valid ones, and other date texts with the same prefix (`2016/9/27` after `2016/9/2`).
+    fn mutants(text: &str) -> Vec<String> {
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut push = |candidate: Vec<u8>| {
+            if let Ok(candidate) = String::from_utf8(candidate) {
+                out.push(candidate);
+            }
+        };
+        for at in 0..=bytes.len() {
+            push(bytes[..at].to_vec());
+            for byte in [b'7', b'0'] {
+                let mut inserted = bytes.to_vec();
+                inserted.insert(at, byte);
+                push(inserted);
+            }
+            if at < bytes.len() {
+                for byte in [b'0', b'3', b'9', b' ', b':'] {
+                    let mut replaced = bytes.to_vec();
+                    replaced[at] = byte;
+                    push(replaced);
+                }
+                let mut removed = bytes.to_vec();
+                removed.remove(at);
+                push(removed);
+            }
+        }
+        out
+    }
+
+    /// Feeds `texts` to one parser and one kept text, comparing each answer with a fresh
+    /// parse and chrono's rendering; returns how many parsed.
+    fn check_sequence(texts: &[String], parser: &mut Parser, kept: &mut MillisText) -> usize {
+        let mut parsed = 0;
+        for text in texts {
+            let got = parser.parse_with(text, &|| 2020);
+            assert_eq!(
+                got,
+                parse_with_year(text, 2020),
+                "{text:?} after {parser:?}"
+            );
+            if let Some(ts) = got {
+                kept.set(&ts);
+                let chrono = ts.to_rfc3339_opts(SecondsFormat::Millis, true);
+                assert_eq!(kept.as_str(), chrono, "{text:?}");
+                parsed += 1;
+            }
+        }
+        parsed
+    }
+
+    #[test]
+    fn parser_answers_equal_fresh_parses() {
+        let instants = instants();
+        let text_of = |at: &NaiveDateTime, shape: &str| at.format(shape).to_string();
+        // Each shape in time order; all shapes line by line; fractions of 1 to 9 digits.
+        let mut sequences: Vec<Vec<String>> = SHAPES
+            .iter()
+            .map(|shape| instants.iter().map(|at| text_of(at, shape)).collect())
+            .collect();
+        sequences.push(
+            instants
+                .iter()
+                .flat_map(|at| SHAPES.iter().map(move |shape| text_of(at, shape)))
+                .collect(),
+        );
+        sequences.push(
+            instants
+                .iter()
+                .flat_map(|at| {
+                    let full = text_of(at, "%Y-%m-%d %H:%M:%S%.9f");
+                    (1..=9).map(move |digits| full[..full.len() - 9 + digits].to_owned())
+                })
+                .collect(),
+        );
+        // Known traps: a longer day after a shorter one, an invalid date or time after a
+        // valid one of the same day.
+        sequences.push(
+            [
+                "2016/9/2 20:30:31",
+                "2016/9/27 20:30:31",
+                "2016/9/2 20:30:31",
+                "2015-02-28 10:00:00",
+                "2015-02-30 10:00:00",
+                "2015-02-28 25:00:00",
+                "2015-02-28 23:60:00",
+                "2015-02-28 23:59:59",
+                "2015-02-28",
+                "081109 203615",
+                "0811091 203615",
+                "081109 253615",
+                "081109 2036151",
+                "081109 203616",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        );
+        let (mut parser, mut kept) = (Parser::new(), MillisText::new());
+        let mut parsed = 0;
+        for sequence in &sequences {
+            for text in sequence {
+                parsed += check_sequence(std::slice::from_ref(text), &mut parser, &mut kept);
+                parsed += check_sequence(&mutants(text), &mut parser, &mut kept);
+            }
+        }
+        // Every shape's own texts parse, so the comparisons are not all of failures.
+        for sequence in &sequences[..SHAPES.len()] {
+            let parsed = check_sequence(sequence, &mut Parser::new(), &mut kept);
+            assert_eq!(parsed, sequence.len(), "{sequence:?}");
+        }
+        assert!(parsed > 100_000, "{parsed}");
     }
 
     #[test]
