@@ -209,7 +209,7 @@ const COLLAPSE_MIN_RUN: usize = 3;
 #[derive(Debug, Clone)]
 pub struct Masker {
     combined: Option<meta::Regex>,
-    /// The same alternation as a DFA for matches at a token's start, when it fits
+    /// The same alternation as a DFA for anchored searches in a token, when it fits
     /// [`ANCHORED_DFA_MAX`] (shared by clones).
     anchored: Option<Arc<AnchoredDfa>>,
     singles: Vec<(String, Regex)>,
@@ -372,7 +372,30 @@ impl Masker {
             from = end;
         }
         if from < hay.len() {
-            for m in re.find_iter(Input::new(hay).range(from..)) {
+            self.find_rest(re, hay, from, FIND_WALK_BUDGET, &mut push);
+        }
+    }
+
+    /// Passes to `push` the matches in `hay` from `from` on, as `find_iter` finds them (but
+    /// the empty ones), `from` being the end of the match at the start of `hay` or 0 when
+    /// there is none. The anchored DFA finds them while its walks stay within `budget` bytes
+    /// (a fraction of the unanchored regex search's cost on a short token), the combined regex
+    /// from where it stops.
+    fn find_rest(
+        &self,
+        re: &meta::Regex,
+        hay: &[u8],
+        from: usize,
+        budget: usize,
+        push: &mut impl FnMut(usize, usize),
+    ) {
+        // No match at 0 (or an empty one): the next non-empty one starts at 1 or later.
+        let resume = match &self.anchored {
+            Some(dfa) => dfa.find_from(hay, from.max(1), budget, push),
+            None => Err(from),
+        };
+        if let Err(at) = resume {
+            for m in re.find_iter(Input::new(hay).range(at..)) {
                 push(m.start(), m.end());
             }
         }
@@ -469,14 +492,27 @@ fn push_plain(out: &mut MaskedMessage, token: &str, start: usize) -> bool {
 /// whose DFA would be larger are searched through the combined regex alone.
 const ANCHORED_DFA_MAX: usize = 4 << 20;
 
+/// How many bytes the anchored DFA may walk to find the matches after a token's start before
+/// the combined regex takes over. Its walks (one per start position) read about three bytes
+/// per byte of a token, but a long word costs quadratic walks (the URI mask reads on to the
+/// word's end from every letter). One unanchored regex search costs some 75 bytes of walks;
+/// 256 measured best on the Loghub samples (192 and 384 close behind, a length cap worse).
+const FIND_WALK_BUDGET: usize = 256;
+
 /// The combined masks as a fully built DFA for anchored searches (an unanchored one would be
 /// far larger: the masks overlap in many ways). Same syntax and leftmost-first semantics as
-/// the combined regex, so the same matches.
+/// the combined regex, so the same matches: the first position in a token where an anchored
+/// search matches holds the leftmost match.
 #[derive(Debug, Clone)]
 struct AnchoredDfa {
     dfa: dense::DFA<Vec<u32>>,
     /// The start state at the start of a haystack (nothing to look behind).
     start: StateID,
+    /// The start states inside a haystack, by the byte before (word boundaries look at it).
+    starts: [StateID; 256],
+    /// Per state (by index), whether the end of the haystack completes a match: asked at the
+    /// end of most walks, where the DFA's own answer costs an out-of-line call.
+    eoi_match: Vec<bool>,
 }
 
 /// A DFA state reached through a byte no state may cross (the search must give up).
@@ -488,6 +524,7 @@ impl AnchoredDfa {
     fn new(alternation: &str) -> Option<Self> {
         let config = dense::Config::new()
             .start_kind(StartKind::Anchored)
+            .accelerate(false)
             .dfa_size_limit(Some(ANCHORED_DFA_MAX))
             .determinize_size_limit(Some(ANCHORED_DFA_MAX));
         let dfa = dense::Builder::new()
@@ -495,37 +532,135 @@ impl AnchoredDfa {
             .configure(config)
             .build(alternation)
             .ok()?;
-        let start = dfa
-            .start_state(&start::Config::new().anchored(Anchored::Yes))
-            .ok()?;
-        Some(AnchoredDfa { dfa, start })
+        let anchored = start::Config::new().anchored(Anchored::Yes);
+        let start = dfa.start_state(&anchored).ok()?;
+        let mut starts = [start; 256];
+        for (byte, slot) in (0..=u8::MAX).zip(&mut starts) {
+            *slot = dfa
+                .start_state(&anchored.clone().look_behind(Some(byte)))
+                .ok()?;
+        }
+        let eoi_match = eoi_matches(&dfa, starts.iter().chain([&start]))?;
+        Some(AnchoredDfa {
+            dfa,
+            start,
+            starts,
+            eoi_match,
+        })
     }
 
     /// The end of the leftmost-first match starting at the start of `hay`, as
-    /// `try_search_fwd` with an anchored input finds it, without its per-search setup.
+    /// `try_search_fwd` with an anchored input finds it, without its per-search setup (None
+    /// for an empty match too: it masks nothing).
     fn match_end(&self, hay: &[u8]) -> Result<Option<usize>, Quit> {
+        self.walk(self.start, hay, 0)
+            .map(|(end, _)| (end > 0).then_some(end))
+    }
+
+    /// Passes to `push` the non-empty matches that `find_iter` finds in `hay` from `at` on,
+    /// with one anchored search per position in turn: the first position where one matches
+    /// holds the leftmost match, which ends where that search says; the next starts there.
+    /// (Empty matches never count: the regex skips those that split a char, and `push` drops
+    /// the others.) Returns where the regex must go on if it gives up: at a quit byte, or
+    /// once the walks have read `budget` bytes.
+    #[inline(never)]
+    fn find_from(
+        &self,
+        hay: &[u8],
+        mut at: usize,
+        mut budget: usize,
+        push: &mut impl FnMut(usize, usize),
+    ) -> Result<(), usize> {
+        while at < hay.len() {
+            if budget == 0 {
+                return Err(at);
+            }
+            let start = at
+                .checked_sub(1)
+                .and_then(|before| hay.get(before))
+                .map_or(self.start, |&byte| self.starts[usize::from(byte)]);
+            let (end, stop) = self.walk(start, hay, at).map_err(|Quit| at)?;
+            budget = budget.saturating_sub(stop + 1 - at);
+            if end > at {
+                push(at, end);
+                at = end;
+            } else {
+                at += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks the DFA from `state` over `hay` from byte `at`: the end of the leftmost-first
+    /// non-empty match (`at` when none), and the byte where the walk stopped (the end of `hay`
+    /// when it did not). One `usize` for the end, not an `Option`: fewer registers in the
+    /// loop, which runs a few times per byte of a token.
+    #[inline(always)]
+    fn walk(&self, mut state: StateID, hay: &[u8], at: usize) -> Result<(usize, usize), Quit> {
         let dfa = &self.dfa;
-        let mut state = self.start;
-        let mut end = None;
-        for (at, &byte) in hay.iter().enumerate() {
+        let mut end = at;
+        let mut i = at;
+        while let Some(&byte) = hay.get(i) {
             state = dfa.next_state(state, byte);
             if dfa.is_special_state(state) {
-                if dfa.is_match_state(state) {
-                    // DFAs see a match one byte late: this one ends before `byte`.
-                    end = Some(at);
-                } else if dfa.is_dead_state(state) {
-                    return Ok(end);
+                // Special states are dead, quit or match ones (checked by `eoi_matches`).
+                if dfa.is_dead_state(state) {
+                    return Ok((end, i));
                 } else if dfa.is_quit_state(state) {
                     return Err(Quit);
                 }
-                // Other special states (accelerated ones) only allow faster scans.
+                // DFAs see a match one byte late: this one ends before `byte`.
+                end = i;
             }
+            i += 1;
         }
-        if dfa.is_match_state(dfa.next_eoi_state(state)) {
-            end = Some(hay.len());
+        if self.eoi_is_match(state) {
+            end = hay.len();
         }
-        Ok(end)
+        Ok((end, hay.len()))
     }
+
+    /// Whether the end of the haystack in `state` completes a match.
+    #[inline(always)]
+    fn eoi_is_match(&self, state: StateID) -> bool {
+        match self.eoi_match.get(state.as_usize() >> self.dfa.stride2()) {
+            Some(&is_match) => is_match,
+            None => self.dfa.is_match_state(self.dfa.next_eoi_state(state)),
+        }
+    }
+}
+
+/// [`AnchoredDfa::eoi_match`]: the answers for every state up to the last one reachable from
+/// `starts` (found by a walk over all bytes; the DFA does not list its states). None when a
+/// reachable special state is not a dead, quit or match one, as `walk` assumes (a DFA built
+/// with accelerated or specialized start states).
+fn eoi_matches<'a>(
+    dfa: &dense::DFA<Vec<u32>>,
+    starts: impl Iterator<Item = &'a StateID>,
+) -> Option<Vec<bool>> {
+    let index = |id: StateID| id.as_usize() >> dfa.stride2();
+    let bytes: Vec<u8> = (dfa.byte_classes().representatives(..))
+        .filter_map(|unit| unit.as_u8())
+        .collect();
+    let mut seen = Vec::new();
+    let mut todo: Vec<StateID> = starts.copied().collect();
+    while let Some(id) = todo.pop() {
+        if seen.len() <= index(id) {
+            seen.resize(index(id) + 1, false);
+        }
+        if std::mem::replace(&mut seen[index(id)], true) {
+            continue;
+        }
+        let walkable = dfa.is_dead_state(id) || dfa.is_quit_state(id) || dfa.is_match_state(id);
+        if dfa.is_special_state(id) && !walkable {
+            return None;
+        }
+        todo.extend(bytes.iter().map(|&byte| dfa.next_state(id, byte)));
+    }
+    let eoi_match = (0..seen.len()).map(|i| {
+        StateID::new(i << dfa.stride2()).is_ok_and(|id| dfa.is_match_state(dfa.next_eoi_state(id)))
+    });
+    Some(eoi_match.collect())
 }
 
 /// Masks match bytes with ASCII classes (`\d`, `\w`, `\s` are ASCII): far smaller automata
@@ -1239,6 +1374,96 @@ mod tests {
                 .without_anchored_dfa();
             for line in &lines {
                 assert_eq!(dfa.mask(line), regex.mask(line), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn anchored_dfa_finds_the_matches_inside_tokens() {
+        // Tokens glued from values, words (one long enough to exhaust the walk budget alone),
+        // punctuation and multi-byte chars: matches start mid-token, end at its end, at and
+        // off word boundaries. The matches after the one at a token's start, from DFA walks
+        // under budgets from none to unlimited (so the regex takes over at every point),
+        // against the combined regex's; then whole lines against maskers without the DFA.
+        // Masks: the shipped ones, and custom ones with branches matching empty at word
+        // boundaries, first or last (masks matching empty elsewhere match `""`: refused).
+        let pieces = [
+            "10.0.0.1",
+            ":8080",
+            "0x1f",
+            "blk_-42",
+            "2016-09-28",
+            "/a/b",
+            "http://h/p?q=1",
+            "a.b.com",
+            "word",
+            "abcdefghijklmnopqrstuvwxyz",
+            "-",
+            "+",
+            ".",
+            "=",
+            "(",
+            ")",
+            "é",
+            "ü7",
+            "12",
+            "x",
+            "y",
+            "Z9",
+            "_",
+            "@x.org",
+            "\\",
+        ];
+        let mut rng = XorShift64::new(5);
+        let mut next = |n: usize| rng.below(n);
+        let tokens: Vec<String> = (0..3000)
+            .map(|_| {
+                (0..1 + next(8))
+                    .map(|_| pieces[next(pieces.len())])
+                    .collect()
+            })
+            .collect();
+        let empty_first = MaskConfig::from_toml(
+            "[[mask]]\nname = \"E\"\nregex = '(?-u:\\b)x?'\n\
+             [[mask]]\nname = \"W\"\nregex = '[a-z]{2,}'\n\
+             [[mask]]\nname = \"N\"\nregex = '\\d+|(?-u:\\b)y?(?-u:\\b)'\n",
+        )
+        .unwrap();
+        let boundaries = MaskConfig::from_toml(
+            "[[mask]]\nname = \"A\"\nregex = '(?-u:\\b)[a-z]+(?-u:\\b)'\n\
+             [[mask]]\nname = \"B\"\nregex = '\\d+(?:\\.\\d+)?|x?y'\n",
+        )
+        .unwrap();
+        for config in [MaskConfig::default(), empty_first, boundaries] {
+            let dfa = Masker::new(&config, true, true).unwrap();
+            assert!(dfa.anchored.is_some());
+            let re = dfa.combined.clone().unwrap();
+            for token in &tokens {
+                let hay = token.as_bytes();
+                let at_start = re.search(&Input::new(hay).anchored(Anchored::Yes));
+                let from = at_start.map_or(0, |m| m.end());
+                let expected: Vec<(usize, usize)> = re
+                    .find_iter(Input::new(hay).range(from..))
+                    .filter(|m| !m.is_empty())
+                    .map(|m| (m.start(), m.end()))
+                    .collect();
+                for budget in [0, 1, 2, 5, 20, FIND_WALK_BUDGET, usize::MAX] {
+                    let mut found = Vec::new();
+                    dfa.find_rest(&re, hay, from, budget, &mut |s, e| {
+                        if s < e {
+                            found.push((s, e));
+                        }
+                    });
+                    assert_eq!(found, expected, "{token:?} budget {budget}");
+                }
+            }
+            let dfa = dfa.without_token_cache();
+            let regex = Masker::new(&config, true, true)
+                .unwrap()
+                .without_token_cache()
+                .without_anchored_dfa();
+            for line in tokens.chunks(4).map(|t| t.join(" ")) {
+                assert_eq!(dfa.mask(&line), regex.mask(&line), "{line}");
             }
         }
     }
