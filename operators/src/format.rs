@@ -340,13 +340,56 @@ struct Roles {
     stored: Vec<usize>,
     /// Total length of the stored fields' names.
     stored_name_bytes: usize,
+    /// The timestamp candidates whose fields all exist in the format, in [`timestamp_of`]'s
+    /// order: only these can be present on a line.
+    stamps: Vec<Stamp>,
+}
+
+/// A timestamp candidate of [`timestamp_of`], by the fields joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    Timestamp,
+    Datetime,
+    DateTime,
+    /// `Month Date|Day Time`.
+    MonthDateTime,
+    DateDayTime,
+    Time,
+    Date,
+}
+
+impl Stamp {
+    /// All candidates, first tried first.
+    const ALL: [Stamp; 7] = [
+        Stamp::Timestamp,
+        Stamp::Datetime,
+        Stamp::DateTime,
+        Stamp::MonthDateTime,
+        Stamp::DateDayTime,
+        Stamp::Time,
+        Stamp::Date,
+    ];
+
+    /// Whether the format has every field the candidate needs.
+    fn possible(self, roles: &Roles) -> bool {
+        let (date, time) = (roles.date.is_some(), roles.time.is_some());
+        match self {
+            Stamp::Timestamp => roles.timestamp.is_some(),
+            Stamp::Datetime => roles.datetime.is_some(),
+            Stamp::DateTime => date && time,
+            Stamp::MonthDateTime => roles.month.is_some() && (date || roles.day.is_some()) && time,
+            Stamp::DateDayTime => date && roles.day.is_some() && time,
+            Stamp::Time => time,
+            Stamp::Date => date,
+        }
+    }
 }
 
 impl Roles {
     fn of(names: &[Box<str>]) -> Roles {
         let find = |wanted: &str| names.iter().position(|n| n.eq_ignore_ascii_case(wanted));
         let stored: Vec<usize> = (0..names.len()).filter(|&i| is_stored(&names[i])).collect();
-        Roles {
+        let mut roles = Roles {
             level: find("level").or_else(|| find("severity")),
             timestamp: find("timestamp"),
             datetime: find("datetime"),
@@ -356,7 +399,13 @@ impl Roles {
             month: find("month"),
             stored_name_bytes: stored.iter().map(|&i| names[i].len()).sum(),
             stored,
-        }
+            stamps: Vec::new(),
+        };
+        roles.stamps = Stamp::ALL
+            .into_iter()
+            .filter(|stamp| stamp.possible(&roles))
+            .collect();
+        roles
     }
 }
 
@@ -1242,19 +1291,17 @@ pub fn to_record(format: Option<&FormatSet>, line: &str) -> DecodedLine {
 
 fn record_from(matched: &Matched) -> LogRecord {
     let roles = &matched.format.roles;
-    let mut record = LogRecord::from_message(matched.content());
+    let content = matched.content();
+    let mut record = LogRecord::from_message(content);
     record.level = level_of(matched.role(roles.level));
     record.timestamp = timestamp_of(matched);
-    let value_bytes = matched.line.len() - matched.content().len();
-    // Sized for the stored fields only, so the offsets of up to six fields stay inline.
-    record.header =
-        HeaderFields::with_capacity(roles.stored.len(), roles.stored_name_bytes + value_bytes);
+    let value_bytes = matched.line.len() - content.len();
     let names = &matched.format.names;
-    for &slot in &roles.stored {
-        if let (Some(name), Some(value)) = (names.get(slot), matched.value(slot)) {
-            record.header.push(name, value);
-        }
-    }
+    let fields = roles
+        .stored
+        .iter()
+        .filter_map(|&slot| Some((&**names.get(slot)?, matched.value(slot)?)));
+    record.header = HeaderFields::from_pairs(fields, roles.stored_name_bytes + value_bytes);
     record
 }
 
@@ -1281,17 +1328,40 @@ fn timestamp_of(matched: &Matched) -> Option<String> {
         field(roles.day),
         field(roles.month),
     );
-    let candidates: [&[Option<&str>]; 7] = [
-        &[field(roles.timestamp)],
-        &[field(roles.datetime)],
-        &[date, time],
-        &[month, date.or(day), time],
-        &[date, day, time],
-        &[time],
-        &[date],
-    ];
     let mut first_raw: Option<String> = None;
-    for parts in candidates {
+    // Only the candidates whose fields the format has: the others are never present.
+    for &stamp in &roles.stamps {
+        let (one, two, three);
+        let parts: &[Option<&str>] = match stamp {
+            Stamp::Timestamp => {
+                one = [field(roles.timestamp)];
+                &one
+            }
+            Stamp::Datetime => {
+                one = [field(roles.datetime)];
+                &one
+            }
+            Stamp::DateTime => {
+                two = [date, time];
+                &two
+            }
+            Stamp::MonthDateTime => {
+                three = [month, date.or(day), time];
+                &three
+            }
+            Stamp::DateDayTime => {
+                three = [date, day, time];
+                &three
+            }
+            Stamp::Time => {
+                one = [time];
+                &one
+            }
+            Stamp::Date => {
+                one = [date];
+                &one
+            }
+        };
         if parts.iter().any(Option::is_none) {
             continue;
         }
@@ -2073,6 +2143,31 @@ mod tests {
             assert_eq!(r.level.as_deref(), level, "{name}");
             assert_eq!(r.timestamp.as_deref(), ts, "{name}");
         }
+    }
+
+    #[test]
+    fn record_timestamp_candidates_by_the_fields_present() {
+        let year = chrono::Datelike::year(&chrono::Utc::now());
+        let dec10 = [year, year + 1].map(|y| format!("{y}-12-10T06:55:46.000Z"));
+        // `Month Day Time` without a `Date`: the day stands in for it.
+        let set =
+            FormatSet::resolve("<Month> <Day> <Time> <Content>").unwrap_or_else(|e| panic!("{e}"));
+        let r = to_record(Some(&set), "Dec 10 06:55:46 x").record;
+        assert!(
+            r.timestamp.as_ref().is_some_and(|t| dec10.contains(t)),
+            "{:?}",
+            r.timestamp
+        );
+        // None recognised: the raw text of the first present candidate.
+        let set =
+            FormatSet::resolve("<Day> <Time> <Date> <Content>").unwrap_or_else(|e| panic!("{e}"));
+        let r = to_record(Some(&set), "Mon zz yy x").record;
+        assert_eq!(r.timestamp.as_deref(), Some("yy zz"));
+        // A candidate whose field is empty on the line is skipped.
+        let set = FormatSet::resolve("<Timestamp>|<Date>|<Time>|<Content>")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = to_record(Some(&set), "|a|b|x").record;
+        assert_eq!(r.timestamp.as_deref(), Some("a b"));
     }
 
     #[test]

@@ -59,6 +59,47 @@ impl HeaderFields {
         }
     }
 
+    /// The `(name, value)` fields in order, the text sized for `bytes` bytes (a hint: more
+    /// grows it). The offsets of up to six fields are gathered in an array and moved into the
+    /// inline storage at once, instead of one checked push per offset; more fall back to
+    /// pushes. The same fields as [`HeaderFields::push`] of each pair.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        bytes: usize,
+    ) -> Self {
+        let mut text = String::with_capacity(bytes);
+        let mut ends = [0u32; 12];
+        let mut len = 0;
+        let end = |text: &String| u32::try_from(text.len()).unwrap_or(u32::MAX);
+        let mut pairs = pairs.into_iter();
+        while let Some((name, value)) = pairs.next() {
+            let Some([name_end, value_end]) = ends.get_mut(len..len + 2) else {
+                // Past six fields: the rest go through `push`.
+                let mut fields = HeaderFields {
+                    parts: Params {
+                        text,
+                        ends: SmallVec::from_slice(ends.get(..len).unwrap_or_default()),
+                    },
+                };
+                fields.push(name, value);
+                for (name, value) in pairs {
+                    fields.push(name, value);
+                }
+                return fields;
+            };
+            text.push_str(name);
+            *name_end = end(&text);
+            text.push_str(value);
+            *value_end = end(&text);
+            len += 2;
+        }
+        let mut ends = SmallVec::from_buf(ends);
+        ends.truncate(len);
+        HeaderFields {
+            parts: Params { text, ends },
+        }
+    }
+
     /// Appends a field (offsets are cut at 4 GiB, see [`Params::push`]).
     #[inline]
     pub fn push(&mut self, name: &str, value: &str) {
@@ -381,6 +422,44 @@ mod tests {
         assert!(back.header.is_empty());
         assert_eq!(back.extra["Pid"], "");
         assert_eq!(serde_json::to_value(&back).unwrap(), json);
+    }
+
+    #[test]
+    fn header_from_pairs_equals_pushes() {
+        let names = [
+            "Date",
+            "Time",
+            "",
+            "Level",
+            "Component",
+            "Pid",
+            "Node",
+            "ü",
+            "Id",
+        ];
+        let values = [
+            "081109",
+            "",
+            "ünï",
+            "INFO",
+            "dfs.DataNode",
+            "143",
+            "R02",
+            "x",
+            "7",
+        ];
+        for n in 0..=names.len() {
+            let pairs: Vec<(&str, &str)> = names.into_iter().zip(values).take(n).collect();
+            let mut pushed = HeaderFields::default();
+            for &(name, value) in &pairs {
+                pushed.push(name, value);
+            }
+            for bytes in [0, 5, 200] {
+                let built = HeaderFields::from_pairs(pairs.iter().copied(), bytes);
+                assert_eq!(built, pushed, "{n} fields, {bytes} bytes");
+                assert_eq!(built.iter().collect::<Vec<_>>(), pairs);
+            }
+        }
     }
 
     #[test]
