@@ -1317,68 +1317,6 @@ mod tests {
     }
 
     #[test]
-    fn anchored_dfa_finds_the_matches_of_the_combined_regex() {
-        // Masks with and without the anchored DFA (both uncached) over tokens glued from
-        // pieces of values, words, punctuation and multi-byte chars, for the shipped masks and
-        // for custom ones with word boundaries, alternatives and an empty-matching branch.
-        let pieces = [
-            "10.0.0.1",
-            ":8080",
-            "0x1f",
-            "blk_-42",
-            "2016-09-28",
-            "04:30:31",
-            "/a/b",
-            "word",
-            "-",
-            "+",
-            ".",
-            "=",
-            "(",
-            ")",
-            "é",
-            "ü7",
-            "12",
-            "ab",
-            "_",
-            "@x.org",
-            "://h",
-            "\\",
-        ];
-        let mut rng = XorShift64::new(11);
-        let mut next = |n: usize| rng.below(n);
-        let lines: Vec<String> = (0..3000)
-            .map(|_| {
-                let mut line = String::new();
-                for _ in 0..1 + next(6) {
-                    for _ in 0..1 + next(4) {
-                        line.push_str(pieces[next(pieces.len())]);
-                    }
-                    line.push(' ');
-                }
-                line
-            })
-            .collect();
-        let custom = MaskConfig::from_toml(
-            "[[mask]]\nname = \"A\"\nregex = '(?-u:\\b)[a-z]+(?-u:\\b)'\n\
-             [[mask]]\nname = \"B\"\nregex = '\\d+(?:\\.\\d+)?|x?y'\n",
-        )
-        .unwrap();
-        for config in [MaskConfig::default(), custom] {
-            let dfa = Masker::new(&config, true, true).unwrap();
-            assert!(dfa.anchored.is_some());
-            let dfa = dfa.without_token_cache();
-            let regex = Masker::new(&config, true, true)
-                .unwrap()
-                .without_token_cache()
-                .without_anchored_dfa();
-            for line in &lines {
-                assert_eq!(dfa.mask(line), regex.mask(line), "{line}");
-            }
-        }
-    }
-
-    #[test]
     fn anchored_dfa_finds_the_matches_inside_tokens() {
         // Tokens glued from values, words (one long enough to exhaust the walk budget alone),
         // punctuation and multi-byte chars: matches start mid-token, end at its end, at and
@@ -1393,7 +1331,9 @@ mod tests {
             "0x1f",
             "blk_-42",
             "2016-09-28",
+            "04:30:31",
             "/a/b",
+            "://h",
             "http://h/p?q=1",
             "a.b.com",
             "word",
@@ -1407,6 +1347,7 @@ mod tests {
             "é",
             "ü7",
             "12",
+            "ab",
             "x",
             "y",
             "Z9",
