@@ -5,7 +5,7 @@
 //! `logsight parse` and benchmarks.
 
 use crate::anomaly::{AnomalyConfig, AnomalyScorer};
-use crate::format::{to_record, FormatSet};
+use crate::format::{decode_into, FormatSet};
 use crate::level::Level;
 use crate::mask::{MaskConfig, MaskError, MaskRule, MaskedMessage, Masker};
 use crate::miner::{shard_key, MineOutcome, MinerConfig, TemplateMiner};
@@ -59,6 +59,16 @@ pub struct PreparedLine {
 pub struct AnalyzedLine {
     pub index: String,
     pub result: ResultRecord,
+}
+
+impl AnalyzedLine {
+    /// An empty result to analyze lines into ([`LineAnalyzer::analyze_line_into`]).
+    pub fn empty() -> Self {
+        AnalyzedLine {
+            index: String::new(),
+            result: ResultRecord::unanalyzed(LogRecord::from_message(String::new())),
+        }
+    }
 }
 
 /// Stateless first half: masking and shard key.
@@ -132,17 +142,21 @@ impl ShardMiner {
 
 /// The result of a mined line, before [`Scorer`].
 fn unscored_result(log: LogRecord, mined: MineOutcome) -> ResultRecord {
-    ResultRecord {
-        log,
-        template: mined.template,
-        template_id: mined.template_id_text,
-        params: mined.params,
-        prediction: 0,
-        anomaly_score: 0.0,
-        risk_score: 0,
-        added_state: u8::from(mined.added),
-        ingest_timestamp: None,
-    }
+    let mut result = ResultRecord::unanalyzed(log);
+    set_mined(&mut result, mined);
+    result
+}
+
+/// Sets everything in `result` but its log from `mined`, the scores to 0 for [`Scorer`].
+fn set_mined(result: &mut ResultRecord, mined: MineOutcome) {
+    result.template = mined.template;
+    result.template_id = mined.template_id_text;
+    result.params = mined.params;
+    result.prediction = 0;
+    result.anomaly_score = 0.0;
+    result.risk_score = 0;
+    result.added_state = u8::from(mined.added);
+    result.ingest_timestamp = None;
 }
 
 /// Last step: anomaly score, prediction and risk of a mined line. Its only state is a cache of
@@ -175,6 +189,11 @@ impl Scorer {
             .level
             .as_deref()
             .map_or(Level::Unknown, Level::parse);
+        self.score_with_level(result, level);
+    }
+
+    /// [`Scorer::score`] with the log's level already parsed (by the decoder).
+    pub fn score_with_level(&mut self, result: &mut ResultRecord, level: Level) {
         let added = result.added_state == 1;
         let vocabulary = self.vocabulary_evidence(&result.template);
         result.anomaly_score = self.anomaly.combine(level, vocabulary, added);
@@ -222,26 +241,54 @@ impl LineAnalyzer {
 
     /// Analyzes one raw line of `index`.
     pub fn analyze_line(&mut self, index: &str, line: &str) -> AnalyzedLine {
-        let decoded = to_record(self.formats.as_ref(), line);
-        self.analyze_record(index, decoded.record)
+        let mut out = AnalyzedLine::empty();
+        self.analyze_line_into(index, line, &mut out);
+        out
+    }
+
+    /// Analyzes one raw line of `index` into `out`, replacing its contents but reusing its
+    /// buffers (message, timestamp, header, params): a caller that handles one result at a
+    /// time allocates almost nothing per line. Returns whether a format was given and the
+    /// line did not match it.
+    pub fn analyze_line_into(&mut self, index: &str, line: &str, out: &mut AnalyzedLine) -> bool {
+        let decoded = decode_into(self.formats.as_ref(), line, &mut out.result.log);
+        self.analyze_in_place(index, out, Some(decoded.level));
+        decoded.format_mismatch
     }
 
     /// Analyzes one already decoded log.
-    /// The same steps as [`Preparer::prepare`], [`ShardMiner::mine`] and [`Scorer::score`],
-    /// with the masked message kept here: nothing crosses threads, so its buffers are reused.
-    pub fn analyze_record(&mut self, index: &str, mut record: LogRecord) -> AnalyzedLine {
+    pub fn analyze_record(&mut self, index: &str, record: LogRecord) -> AnalyzedLine {
+        let mut out = AnalyzedLine::empty();
+        out.result.log = record;
+        self.analyze_in_place(index, &mut out, None);
+        out
+    }
+
+    /// Analyzes the log in `out.result.log` (of level `level` when the caller parsed it),
+    /// replacing the rest of `out`. The same steps as [`Preparer::prepare`],
+    /// [`ShardMiner::mine`] and [`Scorer::score`], with the masked message kept here: nothing
+    /// crosses threads, so its buffers are reused.
+    fn analyze_in_place(&mut self, index: &str, out: &mut AnalyzedLine, level: Option<Level>) {
         let masked = &mut self.masked;
+        let result = &mut out.result;
         self.preparer
             .masker
-            .mask_into(std::mem::take(&mut record.message), masked);
+            .mask_into(std::mem::take(&mut result.log.message), masked);
         let shard = shard_key(index, masked);
-        let mined = self.miner.miner.add_to_shard(shard, index, masked);
-        record.message = std::mem::take(&mut masked.text);
-        let mut result = unscored_result(record, mined);
-        self.scorer.score(&mut result);
-        AnalyzedLine {
-            index: index.to_owned(),
-            result,
+        let params = std::mem::take(&mut result.params);
+        let mined = self
+            .miner
+            .miner
+            .add_to_shard_reusing(shard, index, masked, params);
+        result.log.message = std::mem::take(&mut masked.text);
+        set_mined(result, mined);
+        match level {
+            Some(level) => self.scorer.score_with_level(result, level),
+            None => self.scorer.score(result),
+        }
+        if out.index != index {
+            out.index.clear();
+            out.index.push_str(index);
         }
     }
 
@@ -306,6 +353,75 @@ mod tests {
             let mut expected = miner.mine(preparer.prepare("app", record.clone()));
             scorer.score(&mut expected.result);
             assert_eq!(one.analyze_record("app", record), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn results_analyzed_into_a_reused_one_equal_fresh_ones() {
+        // Long lines before short ones, lines with and without a level, a timestamp or a
+        // match, so stale buffers or fields of the previous line would show.
+        let lines = [
+            "2016-09-28 04:30:30 ERROR disk: sda1 failed after 3 retries on 10.0.0.1:8080 (id 1973)",
+            "2016-09-28 04:30:31 INFO net: up",
+            "no header at all",
+            "2016-09-28 04:30:32 NOTALEVEL x: odd level word",
+            "notadate 04:30:33 WARN disk: bad stamp",
+            "2016-09-28 04:30:34 [warn] disk: sda2 failed after 4 retries",
+            "",
+            "2016-09-28 04:30:35 I net: up",
+        ];
+        let config = AnalyticsConfig::default();
+        let formats = || FormatSet::resolve("<Date> <Time> <Level> <Component>: <Content>").ok();
+        let mut reusing = LineAnalyzer::new(&config, formats()).unwrap();
+        let mut fresh = LineAnalyzer::new(&config, formats()).unwrap();
+        let mut out = AnalyzedLine::empty();
+        // Leftovers a decoded line must not keep.
+        out.result
+            .log
+            .tags
+            .to_mut()
+            .insert("team".into(), "x".into());
+        out.result.log.id = Some("old".into());
+        out.result.log.metadata.insert("k".into(), 1.into());
+        out.result.ingest_timestamp = Some("then".into());
+        let mut mismatches = 0;
+        for (round, line) in lines.iter().chain(&lines).enumerate() {
+            let mismatch = reusing.analyze_line_into("app", line, &mut out);
+            let expected = fresh.analyze_line("app", line);
+            mismatches += usize::from(mismatch);
+            assert_eq!(
+                mismatch,
+                expected.result.log.extra.contains_key("format_mismatch")
+            );
+            assert_eq!(out, expected, "line {round}: {line}");
+        }
+        assert_eq!(mismatches, 4);
+        // The fresh results come from `to_record` + `analyze_record` too.
+        let mut other = LineAnalyzer::new(&config, None).unwrap();
+        let decoded = crate::format::to_record(formats().as_ref(), lines[0]);
+        let mut again = LineAnalyzer::new(&config, formats()).unwrap();
+        assert_eq!(
+            other.analyze_record("app", decoded.record),
+            again.analyze_line("app", lines[0])
+        );
+    }
+
+    #[test]
+    fn canonical_level_names_parse_back_to_their_level() {
+        // `decode_into` stores a recognised level as its canonical name and hands the parsed
+        // level to `Scorer::score_with_level`; `Scorer::score` parses the stored name.
+        for level in [
+            Level::Trace,
+            Level::Debug,
+            Level::Info,
+            Level::Notice,
+            Level::Warning,
+            Level::Error,
+            Level::Critical,
+            Level::Fatal,
+            Level::Fault,
+        ] {
+            assert_eq!(Level::parse(level.as_str()), level);
         }
     }
 

@@ -10,7 +10,7 @@
 //! regex: fields also match line breaks, so a multi-line record keeps its whole message.
 
 use crate::level::Level;
-use crate::model::{HeaderFields, LogRecord, RESULT_FIELDS};
+use crate::model::{LogRecord, RESULT_FIELDS};
 use crate::swar;
 use crate::text::trim_ends;
 use crate::timestamp;
@@ -1257,69 +1257,107 @@ pub fn to_record_owned(format: Option<&FormatSet>, line: String) -> DecodedLine 
 /// a format that did not match is flagged (`format_mismatch`, also
 /// `extra["format_mismatch"] = true`).
 pub fn to_record(format: Option<&FormatSet>, line: &str) -> DecodedLine {
-    let Some(set) = format else {
-        return DecodedLine {
-            record: LogRecord::from_message(line),
-            format_mismatch: false,
-        };
-    };
-    for format in &set.formats {
-        let record = with_spans(format.names.len(), |spans| {
-            let line = format.match_into(line, spans)?;
-            Some(record_from(&Matched {
-                format,
-                line,
-                spans,
-            }))
-        });
-        if let Some(record) = record {
-            return DecodedLine {
-                record,
-                format_mismatch: false,
-            };
-        }
-    }
-    let mut record = LogRecord::from_message(line);
-    record
-        .extra
-        .insert("format_mismatch".to_owned(), Value::Bool(true));
+    let mut record = LogRecord::from_message(String::new());
+    let decoded = decode_into(format, line, &mut record);
     DecodedLine {
         record,
-        format_mismatch: true,
+        format_mismatch: decoded.format_mismatch,
     }
 }
 
-fn record_from(matched: &Matched) -> LogRecord {
+/// What [`decode_into`] found besides the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    /// A format was given and the line did not match it.
+    pub format_mismatch: bool,
+    /// The record's level, parsed (`Unknown` without one), so later steps need not parse it
+    /// again.
+    pub level: Level,
+}
+
+/// [`to_record`] into an existing record, replacing all its fields but keeping the buffers
+/// of its message, timestamp and header: a caller decoding line after line into one record
+/// allocates nothing here once they have grown.
+pub fn decode_into(format: Option<&FormatSet>, line: &str, record: &mut LogRecord) -> Decoded {
+    let mut stamp = record.timestamp.take();
+    record.reset();
+    let mut decoded = Decoded {
+        format_mismatch: false,
+        level: Level::Unknown,
+    };
+    let Some(set) = format else {
+        record.message.push_str(line);
+        return decoded;
+    };
+    for format in &set.formats {
+        let level = with_spans(format.names.len(), |spans| {
+            let line = format.match_into(line, spans)?;
+            Some(fill_record(
+                &Matched {
+                    format,
+                    line,
+                    spans,
+                },
+                record,
+                &mut stamp,
+            ))
+        });
+        if let Some(level) = level {
+            decoded.level = level;
+            return decoded;
+        }
+    }
+    record.message.push_str(line);
+    record
+        .extra
+        .insert("format_mismatch".to_owned(), Value::Bool(true));
+    decoded.format_mismatch = true;
+    decoded
+}
+
+/// Fills the reset `record` from a matched line, the timestamp into `stamp`'s buffer when
+/// there is one; returns the parsed level.
+fn fill_record(matched: &Matched, record: &mut LogRecord, stamp: &mut Option<String>) -> Level {
     let roles = &matched.format.roles;
     let content = matched.content();
-    let mut record = LogRecord::from_message(content);
-    record.level = level_of(matched.role(roles.level));
-    record.timestamp = timestamp_of(matched);
+    record.message.push_str(content);
+    let (level, text) = level_of(matched.role(roles.level));
+    record.level = text;
+    record.timestamp = timestamp_of(matched, stamp.take().unwrap_or_default());
     let value_bytes = matched.line.len() - content.len();
     let names = &matched.format.names;
     let fields = roles
         .stored
         .iter()
         .filter_map(|&slot| Some((&**names.get(slot)?, matched.value(slot)?)));
-    record.header = HeaderFields::from_pairs(fields, roles.stored_name_bytes + value_bytes);
     record
+        .header
+        .fill_from_pairs(fields, roles.stored_name_bytes + value_bytes);
+    level
 }
 
-/// The canonical name of a level (borrowed, no allocation), else its raw text.
-fn level_of(raw: Option<&str>) -> Option<Cow<'static, str>> {
-    let raw = raw
+/// The level of a raw header value and its text: the canonical name (borrowed, no
+/// allocation) when recognised, else the raw text.
+fn level_of(raw: Option<&str>) -> (Level, Option<Cow<'static, str>>) {
+    let Some(raw) = raw
         .map(|r| trim_ends(r, char::is_whitespace))
-        .filter(|v| !v.is_empty())?;
-    Some(match Level::parse(raw) {
+        .filter(|v| !v.is_empty())
+    else {
+        return (Level::Unknown, None);
+    };
+    let level = Level::parse(raw);
+    let text = match level {
         Level::Unknown => Cow::Owned(raw.to_owned()),
         level => Cow::Borrowed(level.as_str()),
-    })
+    };
+    (level, Some(text))
 }
 
 /// The normalised timestamp of the header: the first recognised of `Timestamp`, `Datetime`,
 /// `Date Time`, `Month Date|Day Time`, `Date Day Time`, `Time`, `Date` (names in any case);
-/// when none is recognised, the raw text of the first present one.
-fn timestamp_of(matched: &Matched) -> Option<String> {
+/// when none is recognised, the raw text of the first present one. A recognised one is written
+/// into `buffer` (a reused allocation).
+fn timestamp_of(matched: &Matched, mut buffer: String) -> Option<String> {
     let roles = &matched.format.roles;
     let field = |slot| matched.role(slot);
     let (date, time, day, month) = (
@@ -1365,8 +1403,9 @@ fn timestamp_of(matched: &Matched) -> Option<String> {
         if parts.iter().any(Option::is_none) {
             continue;
         }
-        if let Some(ts) = normalized_timestamp(parts) {
-            return Some(ts);
+        buffer.clear();
+        if push_normalized_timestamp(&mut buffer, parts) {
+            return Some(buffer);
         }
         if first_raw.is_none() {
             let mut raw = String::new();
@@ -1408,8 +1447,9 @@ fn is_joined(text: &str, parts: &[Option<&str>]) -> bool {
 /// `timestamp::parse` + RFC 3339 rendering of `parts` joined by spaces, remembering the last
 /// answer per thread: log lines come in time order, many per second, so consecutive lines
 /// usually repeat the same text. The key is the full joined text, compared without building
-/// it, so a hit allocates only the returned copy; a miss renders into the kept buffer.
-fn normalized_timestamp(parts: &[Option<&str>]) -> Option<String> {
+/// it, so a hit only copies the answer to `out`; a miss renders into the kept buffer. Returns
+/// whether the text was recognised (and `out` appended to).
+fn push_normalized_timestamp(out: &mut String, parts: &[Option<&str>]) -> bool {
     thread_local! {
         static LAST: std::cell::RefCell<TimestampMemo> = const {
             std::cell::RefCell::new(TimestampMemo {
@@ -1437,11 +1477,14 @@ fn normalized_timestamp(parts: &[Option<&str>]) -> Option<String> {
                 answer.set(&ts);
             }
         }
-        parsed.then(|| answer.as_str().to_owned())
+        if *parsed {
+            out.push_str(answer.as_str());
+        }
+        *parsed
     })
 }
 
-/// The last answer of [`normalized_timestamp`].
+/// The last answer of [`push_normalized_timestamp`].
 struct TimestampMemo {
     /// The joined parts.
     key: String,
@@ -2483,6 +2526,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// [`push_normalized_timestamp`] into a new string.
+    fn normalized_timestamp(parts: &[Option<&str>]) -> Option<String> {
+        let mut out = String::new();
+        push_normalized_timestamp(&mut out, parts).then_some(out)
     }
 
     #[test]

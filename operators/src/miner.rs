@@ -360,6 +360,18 @@ impl TemplateMiner {
 
     /// Mines one line whose shard key the caller already computed with [`shard_key`].
     pub fn add_to_shard(&mut self, key: u64, index: &str, msg: &MaskedMessage) -> MineOutcome {
+        self.add_to_shard_reusing(key, index, msg, Params::default())
+    }
+
+    /// [`TemplateMiner::add_to_shard`], the line's params written into `params` (emptied
+    /// first): a caller passing back the params of its previous line reuses their buffers.
+    pub fn add_to_shard_reusing(
+        &mut self,
+        key: u64,
+        index: &str,
+        msg: &MaskedMessage,
+        params: Params,
+    ) -> MineOutcome {
         let config = &self.config;
         let shard = self.shards.entry(key).or_default();
         shard.clock += 1;
@@ -400,7 +412,7 @@ impl TemplateMiner {
             template_id: template.id,
             template_id_text: Arc::clone(&template.id_text),
             template: Arc::clone(&template.text),
-            params: extract_params(template, msg),
+            params: extract_params(template, msg, params),
             added,
             count: template.count,
         }
@@ -586,7 +598,7 @@ fn insert_bounded(shard: &mut Shard, template: Template, cap: usize) -> usize {
 /// the line's masked token, so exact positions take the token's masked values without
 /// comparing text. (Generalising never leaves an exact token that disagrees: a generalised
 /// token always holds a wildcard.)
-fn extract_params(template: &Template, msg: &MaskedMessage) -> Params {
+fn extract_params(template: &Template, msg: &MaskedMessage, mut params: Params) -> Params {
     let masked_bytes: u32 = (0..msg.value_count())
         .filter_map(|k| msg.value(k))
         .map(|(_, s, e)| e.saturating_sub(s))
@@ -598,7 +610,8 @@ fn extract_params(template: &Template, msg: &MaskedMessage) -> Params {
     } else {
         masked_bytes as usize + 16
     };
-    let mut params = Params::with_capacity(msg.value_count() + 1, room);
+    params.clear();
+    params.reserve(msg.value_count() + 1, room);
     // Masked values are in token order: one cursor walks them alongside the tokens.
     let mut next_index = 0;
     let mut next_value = msg.value(0);

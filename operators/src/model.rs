@@ -60,14 +60,28 @@ impl HeaderFields {
     }
 
     /// The `(name, value)` fields in order, the text sized for `bytes` bytes (a hint: more
-    /// grows it). The offsets of up to six fields are gathered in an array and moved into the
-    /// inline storage at once, instead of one checked push per offset; more fall back to
-    /// pushes. The same fields as [`HeaderFields::push`] of each pair.
+    /// grows it). The same fields as [`HeaderFields::push`] of each pair.
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
         bytes: usize,
     ) -> Self {
-        let mut text = String::with_capacity(bytes);
+        let mut fields = HeaderFields::default();
+        fields.fill_from_pairs(pairs, bytes);
+        fields
+    }
+
+    /// Replaces the fields with `pairs`, keeping the text's buffer (a decoder reusing one
+    /// record allocates nothing here once it has grown). The offsets of up to six fields are
+    /// gathered in an array and moved into the inline storage at once, instead of one checked
+    /// push per offset; more fall back to pushes.
+    pub fn fill_from_pairs<'a>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        bytes: usize,
+    ) {
+        let text = &mut self.parts.text;
+        text.clear();
+        text.reserve(bytes);
         let mut ends = [0u32; 12];
         let mut len = 0;
         let end = |text: &String| u32::try_from(text.len()).unwrap_or(u32::MAX);
@@ -75,29 +89,20 @@ impl HeaderFields {
         while let Some((name, value)) = pairs.next() {
             let Some([name_end, value_end]) = ends.get_mut(len..len + 2) else {
                 // Past six fields: the rest go through `push`.
-                let mut fields = HeaderFields {
-                    parts: Params {
-                        text,
-                        ends: SmallVec::from_slice(ends.get(..len).unwrap_or_default()),
-                    },
-                };
-                fields.push(name, value);
+                self.parts.ends = SmallVec::from_slice(ends.get(..len).unwrap_or_default());
+                self.push(name, value);
                 for (name, value) in pairs {
-                    fields.push(name, value);
+                    self.push(name, value);
                 }
-                return fields;
+                return;
             };
             text.push_str(name);
-            *name_end = end(&text);
+            *name_end = end(text);
             text.push_str(value);
-            *value_end = end(&text);
+            *value_end = end(text);
             len += 2;
         }
-        let mut ends = SmallVec::from_buf(ends);
-        ends.truncate(len);
-        HeaderFields {
-            parts: Params { text, ends },
-        }
+        self.parts.ends = SmallVec::from_buf_and_len(ends, len);
     }
 
     /// Appends a field (offsets are cut at 4 GiB, see [`Params::push`]).
@@ -109,6 +114,11 @@ impl HeaderFields {
 
     pub fn len(&self) -> usize {
         self.parts.len() / 2
+    }
+
+    /// Removes all fields, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.parts.clear();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -205,6 +215,18 @@ impl Params {
 
     pub fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Removes all values, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    /// Room for `values` more values of `bytes` more bytes in all.
+    pub fn reserve(&mut self, values: usize, bytes: usize) {
+        self.text.reserve(bytes);
+        self.ends.reserve(values);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -348,6 +370,21 @@ impl LogRecord {
             extra: Map::new(),
         }
     }
+
+    /// Empties the log for the next line: the same fields as `from_message("")`, with the
+    /// message and header buffers kept for reuse.
+    pub fn reset(&mut self) {
+        self.message.clear();
+        self.timestamp = None;
+        self.level = None;
+        self.id = None;
+        self.metadata.clear();
+        if let Cow::Owned(_) = self.tags {
+            self.tags = default_log_tags();
+        }
+        self.header.clear();
+        self.extra.clear();
+    }
 }
 
 /// The top-level keys of a serialized [`ResultRecord`] (the log's own fields and the ones the
@@ -389,6 +426,25 @@ pub struct ResultRecord {
     pub added_state: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_timestamp: Option<String>,
+}
+
+impl ResultRecord {
+    /// `log` before analysis: no template yet (empty texts, shared rather than allocated), no
+    /// params, scores 0.
+    pub fn unanalyzed(log: LogRecord) -> Self {
+        static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+        ResultRecord {
+            log,
+            template: Arc::clone(&EMPTY),
+            template_id: Arc::clone(&EMPTY),
+            params: Params::default(),
+            prediction: 0,
+            anomaly_score: 0.0,
+            risk_score: 0,
+            added_state: 0,
+            ingest_timestamp: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use crate::config::{process_env, EngineConfig};
 use anyhow::{Context, Result};
 use clap::Args;
 use flate2::read::MultiGzDecoder;
-use operators::analyze::LineAnalyzer;
-use operators::format::{to_record, FormatSet};
+use operators::analyze::{AnalyzedLine, LineAnalyzer};
+use operators::format::FormatSet;
 use operators::miner::format_template_id;
 use serde_json::Value;
 use std::fs::File;
@@ -50,7 +50,9 @@ pub fn run(args: ParseArgs) -> Result<()> {
         Some(FormatSet::resolve_all(&args.format).context("invalid --format")?)
     };
     let mut analyzer =
-        LineAnalyzer::new(&config.analytics, None).context("invalid masks in config")?;
+        LineAnalyzer::new(&config.analytics, formats).context("invalid masks in config")?;
+    // One result, its buffers reused from line to line.
+    let mut analyzed = AnalyzedLine::empty();
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut stats = Stats::default();
@@ -63,21 +65,21 @@ pub fn run(args: ParseArgs) -> Result<()> {
         let reader = open_input(input)?;
         let written = for_each_line(reader, input, |line, invalid_utf8| {
             stats.lines += 1;
-            let mut decoded = to_record(formats.as_ref(), &line);
-            stats.format_mismatches += usize::from(decoded.format_mismatch);
+            let mismatch = analyzer.analyze_line_into(&args.index, &line, &mut analyzed);
+            stats.format_mismatches += usize::from(mismatch);
+            let result = &mut analyzed.result;
             if invalid_utf8 {
                 stats.invalid_utf8 += 1;
-                decoded
-                    .record
+                result
+                    .log
                     .extra
                     .insert("invalid_utf8".into(), Value::Bool(true));
             }
-            let result = analyzer.analyze_record(&args.index, decoded.record).result;
             stats.anomalies += usize::from(result.prediction);
             if args.summary {
                 return Ok(());
             }
-            serde_json::to_writer(&mut out, &result)?;
+            serde_json::to_writer(&mut out, result)?;
             out.write_all(b"\n")
         });
         match written {
