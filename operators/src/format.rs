@@ -10,7 +10,7 @@
 //! regex: fields also match line breaks, so a multi-line record keeps its whole message.
 
 use crate::level::Level;
-use crate::model::{LogRecord, RESULT_FIELDS};
+use crate::model::{FieldNames, LogRecord, RESULT_FIELDS};
 use crate::swar;
 use crate::text::trim_ends;
 use crate::timestamp;
@@ -335,11 +335,9 @@ struct Roles {
     time: Option<usize>,
     day: Option<usize>,
     month: Option<usize>,
-    /// The slots of the fields stored in the header (not `Content`, not a record key), in
-    /// format order: the per-line loop visits only these.
-    stored: Vec<usize>,
-    /// Total length of the stored fields' names.
-    stored_name_bytes: usize,
+    /// The fields stored in the header (not `Content`, not a record key), in format order,
+    /// their values read from the capture slots: the per-line loop visits only these.
+    stored: FieldNames,
     /// The timestamp candidates whose fields all exist in the format, in [`timestamp_of`]'s
     /// order: only these can be present on a line.
     stamps: Vec<Stamp>,
@@ -388,7 +386,11 @@ impl Stamp {
 impl Roles {
     fn of(names: &[Box<str>]) -> Roles {
         let find = |wanted: &str| names.iter().position(|n| n.eq_ignore_ascii_case(wanted));
-        let stored: Vec<usize> = (0..names.len()).filter(|&i| is_stored(&names[i])).collect();
+        let stored = names
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| is_stored(name))
+            .map(|(slot, name)| (&**name, slot));
         let mut roles = Roles {
             level: find("level").or_else(|| find("severity")),
             timestamp: find("timestamp"),
@@ -397,8 +399,7 @@ impl Roles {
             time: find("time"),
             day: find("day"),
             month: find("month"),
-            stored_name_bytes: stored.iter().map(|&i| names[i].len()).sum(),
-            stored,
+            stored: FieldNames::new(stored),
             stamps: Vec::new(),
         };
         roles.stamps = Stamp::ALL
@@ -1324,15 +1325,9 @@ fn fill_record(matched: &Matched, record: &mut LogRecord, stamp: &mut Option<Str
     let (level, text) = level_of(matched.role(roles.level));
     record.level = text;
     record.timestamp = timestamp_of(matched, stamp.take().unwrap_or_default());
-    let value_bytes = matched.line.len() - content.len();
-    let names = &matched.format.names;
-    let fields = roles
-        .stored
-        .iter()
-        .filter_map(|&slot| Some((&**names.get(slot)?, matched.value(slot)?)));
     record
         .header
-        .fill_from_pairs(fields, roles.stored_name_bytes + value_bytes);
+        .fill_from(&roles.stored, matched.line, matched.spans);
     level
 }
 

@@ -42,93 +42,132 @@ pub fn is_default_tags(tags: &Tags) -> bool {
 /// The header fields of a raw line (`Date`, `Pid`, `Component`…) as (name, value) pairs in
 /// format order, written as top-level string keys of the log like `extra`.
 ///
-/// Names and values sit back to back in one string, so a line's header costs one allocation
-/// instead of two strings and a map node per field. Reading JSON cannot tell header fields
-/// from unknown ones, so deserializing leaves this empty and the keys land in `extra`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Names and values sit in one string, located by spans, so a line's header costs one buffer
+/// instead of two strings and a map node per field. A decoded line fills it with two copies
+/// ([`HeaderFields::fill_from`]): its format's names, built once, and the stretch of the line
+/// holding the values. Reading JSON cannot tell header fields from unknown ones, so
+/// deserializing leaves this empty and the keys land in `extra`.
+#[derive(Debug, Clone, Default)]
 pub struct HeaderFields {
-    /// Names and values, alternating, packed like a line's [`Params`].
-    parts: Params,
+    text: String,
+    /// `[start, end)` in `text` of each field's name, then of its value; inline up to six
+    /// fields.
+    spans: SmallVec<[[u32; 2]; 12]>,
 }
 
-impl HeaderFields {
-    /// Room for `fields` fields of `bytes` bytes of names and values in all.
-    pub fn with_capacity(fields: usize, bytes: usize) -> Self {
-        HeaderFields {
-            parts: Params::with_capacity(fields * 2, bytes),
+/// The header field names of a format, in one string built once and copied whole into each
+/// line's [`HeaderFields`], with where each field's value is found (see
+/// [`HeaderFields::fill_from`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldNames {
+    text: String,
+    /// Each field's name span in `text` and the index of its value.
+    fields: Vec<([u32; 2], usize)>,
+}
+
+impl FieldNames {
+    /// Fields from `(name, index of the value)` pairs, in order.
+    pub fn new<'a>(fields: impl IntoIterator<Item = (&'a str, usize)>) -> Self {
+        let mut all = FieldNames::default();
+        for (name, value_index) in fields {
+            let start = all.text.len();
+            all.text.push_str(name);
+            all.fields
+                .push(([offset(start), offset(all.text.len())], value_index));
         }
-    }
-
-    /// The `(name, value)` fields in order, the text sized for `bytes` bytes (a hint: more
-    /// grows it). The same fields as [`HeaderFields::push`] of each pair.
-    pub fn from_pairs<'a>(
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-        bytes: usize,
-    ) -> Self {
-        let mut fields = HeaderFields::default();
-        fields.fill_from_pairs(pairs, bytes);
-        fields
-    }
-
-    /// Replaces the fields with `pairs`, keeping the text's buffer (a decoder reusing one
-    /// record allocates nothing here once it has grown). The offsets of up to six fields are
-    /// gathered in an array and moved into the inline storage at once, instead of one checked
-    /// push per offset; more fall back to pushes.
-    pub fn fill_from_pairs<'a>(
-        &mut self,
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-        bytes: usize,
-    ) {
-        let text = &mut self.parts.text;
-        text.clear();
-        text.reserve(bytes);
-        let mut ends = [0u32; 12];
-        let mut len = 0;
-        let end = |text: &String| u32::try_from(text.len()).unwrap_or(u32::MAX);
-        let mut pairs = pairs.into_iter();
-        while let Some((name, value)) = pairs.next() {
-            let Some([name_end, value_end]) = ends.get_mut(len..len + 2) else {
-                // Past six fields: the rest go through `push`.
-                self.parts.ends = SmallVec::from_slice(ends.get(..len).unwrap_or_default());
-                self.push(name, value);
-                for (name, value) in pairs {
-                    self.push(name, value);
-                }
-                return;
-            };
-            text.push_str(name);
-            *name_end = end(text);
-            text.push_str(value);
-            *value_end = end(text);
-            len += 2;
-        }
-        self.parts.ends = SmallVec::from_buf_and_len(ends, len);
-    }
-
-    /// Appends a field (offsets are cut at 4 GiB, see [`Params::push`]).
-    #[inline]
-    pub fn push(&mut self, name: &str, value: &str) {
-        self.parts.push(name);
-        self.parts.push(value);
+        all
     }
 
     pub fn len(&self) -> usize {
-        self.parts.len() / 2
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+/// A text offset as stored in spans. Lines over 4 GiB are quarantined long before they get
+/// here; a cut offset would only make a field read back empty.
+fn offset(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
+}
+
+impl HeaderFields {
+    /// Replaces the fields with those of `names` whose value exists: field `i` takes the
+    /// range `values[j]` of `source`, `j` being its value index. Fields whose range is absent
+    /// or not on char boundaries of `source` are left out. The values are copied at once, as
+    /// the stretch of `source` from the first value's start to the last one's end, after the
+    /// names' text. The same fields as a [`HeaderFields::push`] of each.
+    pub fn fill_from(
+        &mut self,
+        names: &FieldNames,
+        source: &str,
+        values: &[Option<(usize, usize)>],
+    ) {
+        let value = |at: usize| {
+            values
+                .get(at)
+                .copied()
+                .flatten()
+                .filter(|&(start, end)| source.get(start..end).is_some())
+        };
+        let (mut low, mut high) = (usize::MAX, 0);
+        for &(_, at) in &names.fields {
+            if let Some((start, end)) = value(at) {
+                low = low.min(start);
+                high = high.max(end);
+            }
+        }
+        self.text.clear();
+        self.text.push_str(&names.text);
+        let base = self.text.len();
+        // Bounds of valid ranges, so char boundaries; empty when there are none.
+        self.text
+            .push_str(source.get(low..high).unwrap_or_default());
+        self.spans.clear();
+        for &(name, at) in &names.fields {
+            if let Some((start, end)) = value(at) {
+                self.spans.push(name);
+                self.spans
+                    .push([offset(base + start - low), offset(base + end - low)]);
+            }
+        }
+    }
+
+    /// Appends a field.
+    pub fn push(&mut self, name: &str, value: &str) {
+        for part in [name, value] {
+            let start = self.text.len();
+            self.text.push_str(part);
+            self.spans.push([offset(start), offset(self.text.len())]);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len() / 2
     }
 
     /// Removes all fields, keeping the buffers.
     pub fn clear(&mut self) {
-        self.parts.clear();
+        self.text.clear();
+        self.spans.clear();
     }
 
     pub fn is_empty(&self) -> bool {
-        self.parts.is_empty()
+        self.spans.is_empty()
     }
 
-    /// The fields as (name, value), in the order they were pushed.
+    /// The fields as (name, value), in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let part = |i| self.parts.get(i).unwrap_or_default();
-        (0..self.len()).map(move |i| (part(2 * i), part(2 * i + 1)))
+        let part = |[start, end]: [u32; 2]| {
+            self.text
+                .get(start as usize..end as usize)
+                .unwrap_or_default()
+        };
+        self.spans
+            .chunks_exact(2)
+            .map(move |field| (part(field[0]), part(field[1])))
     }
 
     /// The value of field `name`.
@@ -136,20 +175,35 @@ impl HeaderFields {
         self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
-    /// The packed form: the text and the end offsets (for compact wire formats).
+    /// The packed form: the text and the spans, flattened (for compact wire formats).
     pub fn as_parts(&self) -> (&str, &[u32]) {
-        self.parts.as_parts()
+        (&self.text, self.spans.as_flattened())
     }
 
-    /// Rebuilds fields from [`HeaderFields::as_parts`]; `None` when the offsets do not fit
-    /// the text (a corrupt or foreign message).
-    pub fn from_parts(text: String, ends: &[u32]) -> Option<Self> {
-        if !ends.len().is_multiple_of(2) {
+    /// Rebuilds fields from [`HeaderFields::as_parts`]; `None` when the spans do not fit the
+    /// text (a corrupt or foreign message).
+    pub fn from_parts(text: String, spans: &[u32]) -> Option<Self> {
+        if !spans.len().is_multiple_of(4) {
             return None;
         }
-        Params::from_parts(text, ends).map(|parts| HeaderFields { parts })
+        let fits = spans.chunks_exact(2).all(|span| {
+            span[0] <= span[1] && text.get(span[0] as usize..span[1] as usize).is_some()
+        });
+        fits.then(|| HeaderFields {
+            spans: spans.chunks_exact(2).map(|s| [s[0], s[1]]).collect(),
+            text,
+        })
     }
 }
+
+/// Equal fields, however their text is laid out.
+impl PartialEq for HeaderFields {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for HeaderFields {}
 
 impl Serialize for HeaderFields {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -378,12 +432,17 @@ impl LogRecord {
         self.timestamp = None;
         self.level = None;
         self.id = None;
-        self.metadata.clear();
+        // Clearing an empty map still walks a dropped tree iterator: test first.
+        if !self.metadata.is_empty() {
+            self.metadata.clear();
+        }
         if let Cow::Owned(_) = self.tags {
             self.tags = default_log_tags();
         }
         self.header.clear();
-        self.extra.clear();
+        if !self.extra.is_empty() {
+            self.extra.clear();
+        }
     }
 }
 
@@ -481,39 +540,58 @@ mod tests {
     }
 
     #[test]
-    fn header_from_pairs_equals_pushes() {
-        let names = [
-            "Date",
-            "Time",
-            "",
-            "Level",
-            "Component",
-            "Pid",
-            "Node",
-            "ü",
-            "Id",
+    fn header_filled_from_a_line_equals_pushes() {
+        // (name, index of its value): out of order, shared, and past the values given.
+        let fields = [
+            ("Date", 0),
+            ("Time", 1),
+            ("", 2),
+            ("Level", 3),
+            ("Component", 4),
+            ("ü", 5),
+            ("Pid", 6),
+            ("Copy", 1),
+            ("Id", 9),
+            ("Node", 7),
         ];
-        let values = [
-            "081109",
-            "",
-            "ünï",
-            "INFO",
-            "dfs.DataNode",
-            "143",
-            "R02",
-            "x",
-            "7",
+        let names = FieldNames::new(fields);
+        let line = "081109 203615 ünï INFO dfs.DataNode 143 x";
+        // Ranges of the line: one empty, one not on char boundaries, one past the end.
+        let ranges = [
+            Some((0, 6)),
+            Some((7, 13)),
+            Some((14, 14)),
+            Some((20, 24)),
+            Some((25, 37)),
+            Some((15, 17)),
+            Some((38, 41)),
+            Some((42, 43)),
         ];
-        for n in 0..=names.len() {
-            let pairs: Vec<(&str, &str)> = names.into_iter().zip(values).take(n).collect();
+        let expected = |values: &[Option<(usize, usize)>]| {
             let mut pushed = HeaderFields::default();
-            for &(name, value) in &pairs {
-                pushed.push(name, value);
+            for (name, at) in fields {
+                let range = values.get(at).copied().flatten();
+                if let Some(value) = range.and_then(|(s, e)| line.get(s..e)) {
+                    pushed.push(name, value);
+                }
             }
-            for bytes in [0, 5, 200] {
-                let built = HeaderFields::from_pairs(pairs.iter().copied(), bytes);
-                assert_eq!(built, pushed, "{n} fields, {bytes} bytes");
-                assert_eq!(built.iter().collect::<Vec<_>>(), pairs);
+            pushed
+        };
+        // All but `ü` (not on char boundaries) and `Id` (no value).
+        assert_eq!(expected(&ranges).len(), 8);
+        let mut filled = HeaderFields::default();
+        for n in (0..=ranges.len()).chain((0..=ranges.len()).rev()) {
+            let mut values = ranges[..n].to_vec();
+            for absent in 0..n.min(3) {
+                filled.fill_from(&names, line, &values);
+                assert_eq!(filled, expected(&values), "{n} values, {absent} absent");
+                let pairs: Vec<_> = filled.iter().collect();
+                assert_eq!(pairs, expected(&values).iter().collect::<Vec<_>>());
+                // Values are copied as one stretch of the line, after the names.
+                assert!(filled.text.len() <= names.text.len() + line.len());
+                if let Some(value) = values.get_mut(absent * 2) {
+                    *value = None;
+                }
             }
         }
     }
@@ -522,13 +600,19 @@ mod tests {
     fn header_parts_are_checked_when_rebuilt() {
         let mut h = HeaderFields::default();
         h.push("Level", "INFO");
-        let (text, ends) = h.as_parts();
-        assert_eq!(HeaderFields::from_parts(text.into(), ends), Some(h.clone()));
-        assert_eq!(HeaderFields::from_parts("ab".into(), &[1]), None);
-        assert_eq!(HeaderFields::from_parts("ab".into(), &[2, 1]), None);
-        assert_eq!(HeaderFields::from_parts("ab".into(), &[1, 3]), None);
-        assert_eq!(HeaderFields::from_parts("abc".into(), &[1, 2]), None);
-        assert_eq!(HeaderFields::from_parts("ü".into(), &[1, 2]), None);
+        let (text, spans) = h.as_parts();
+        assert_eq!(spans, [0, 5, 5, 9]);
+        assert_eq!(
+            HeaderFields::from_parts(text.into(), spans),
+            Some(h.clone())
+        );
+        // Name and value may share text.
+        let shared = HeaderFields::from_parts("ab".into(), &[0, 1, 0, 2]).unwrap();
+        assert_eq!(shared.iter().collect::<Vec<_>>(), [("a", "ab")]);
+        assert_eq!(HeaderFields::from_parts("ab".into(), &[0, 1]), None);
+        assert_eq!(HeaderFields::from_parts("ab".into(), &[0, 1, 2, 1]), None);
+        assert_eq!(HeaderFields::from_parts("ab".into(), &[0, 1, 1, 3]), None);
+        assert_eq!(HeaderFields::from_parts("ü".into(), &[0, 1, 1, 2]), None);
         assert_eq!(
             HeaderFields::from_parts(String::new(), &[]),
             Some(HeaderFields::default())
