@@ -227,7 +227,11 @@ impl LogFormat {
                 None => return false,
                 Some(Step::End) => return pos == bytes.len(),
                 Some(Step::Lit(lit)) => {
-                    if !starts_with_at(bytes, pos, lit) {
+                    let here = match **lit {
+                        [byte] => bytes.get(pos) == Some(&byte),
+                        _ => starts_with_at(bytes, pos, lit),
+                    };
+                    if !here {
                         return false;
                     }
                     pos += lit.len();
@@ -261,22 +265,31 @@ impl LogFormat {
                     pos = at + 1 + rest.len();
                     pc += 2;
                 }
-                Some(&Step::FieldToWs(slot)) => {
-                    let Some(span) = spans.get_mut(slot) else {
-                        return false;
-                    };
-                    let Some(at) = scan_whitespace(line, pos) else {
-                        return false;
-                    };
-                    *span = Some((pos, at));
-                    // An ASCII whitespace byte is a whole character: the run goes on after it.
-                    let after = if bytes.get(at).is_some_and(u8::is_ascii) {
-                        at + 1
-                    } else {
-                        at
-                    };
-                    pos = scan_whitespace_run_end(line, after);
-                    pc += 2;
+                Some(&Step::FieldToWs(first_slot)) => {
+                    let mut slot = first_slot;
+                    loop {
+                        let Some(span) = spans.get_mut(slot) else {
+                            return false;
+                        };
+                        let Some(at) = scan_whitespace(line, pos) else {
+                            return false;
+                        };
+                        *span = Some((pos, at));
+                        // An ASCII whitespace byte is a whole character: the run goes on after it.
+                        let after = if bytes.get(at).is_some_and(u8::is_ascii) {
+                            at + 1
+                        } else {
+                            at
+                        };
+                        pos = scan_whitespace_run_end(line, after);
+                        pc += 2;
+                        // Whitespace-separated fields often come in runs: go on without the
+                        // dispatch.
+                        match self.steps.get(pc) {
+                            Some(&Step::FieldToWs(next)) => slot = next,
+                            _ => break,
+                        }
+                    }
                 }
                 Some(&Step::Field(slot)) => {
                     let Some(span) = spans.get_mut(slot) else {
@@ -726,7 +739,8 @@ fn scan_lit(bytes: &[u8], from: usize, first: u8, rest: &[u8]) -> Option<usize> 
             |word| swar::equal(word, first),
             |b| b == first,
         )?;
-        if starts_with_at(bytes, at + 1, rest) {
+        // Formats' literals are mostly one byte: then the scan alone decides.
+        if rest.is_empty() || starts_with_at(bytes, at + 1, rest) {
             return Some(at);
         }
         start = at + 1;
