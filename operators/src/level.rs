@@ -4,7 +4,6 @@
 //! operations and looks that up in a hash table built at compile time; it never allocates.
 
 use crate::swar;
-use crate::text::trim_ends;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -192,11 +191,30 @@ fn is_padding(c: char) -> bool {
     c.is_whitespace() || matches!(c, '[' | ']' | '(' | ')' | '<' | '>' | ':')
 }
 
+/// Bytes that end a word as they are: printable ASCII other than padding. A table, as the
+/// usual bare word is decided by its two end bytes alone.
+const SETTLED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x21;
+    while b < 0x80 {
+        table[b] = !matches!(b as u8, b'[' | b']' | b'(' | b')' | b'<' | b'>' | b':');
+        b += 1;
+    }
+    table
+};
+
 impl Level {
     /// Parses a level as written in a log header (`INFO`, `[warn]`, `E:`, `Severe`...).
     /// Surrounding whitespace, brackets and colons are ignored; anything else is `Unknown`.
     pub fn parse(raw: &str) -> Level {
-        let word = trim_ends(raw, is_padding);
+        let settled = |b: &u8| SETTLED[usize::from(*b)];
+        let bytes = raw.as_bytes();
+        // `trim_ends`, with the end bytes looked up instead of tested.
+        let word = if bytes.first().is_some_and(settled) && bytes.last().is_some_and(settled) {
+            raw
+        } else {
+            raw.trim_matches(is_padding)
+        };
         let Some(key) = fast_key(word.as_bytes()) else {
             return Level::Unknown;
         };
@@ -346,6 +364,14 @@ mod tests {
             "fınest",
         ] {
             assert_eq!(Level::parse(raw), reference(raw), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn settled_bytes_are_those_trim_ends_keeps() {
+        for b in 0..=255u8 {
+            let want = (0x21..=0x7F).contains(&b) && !is_padding(char::from(b));
+            assert_eq!(SETTLED[usize::from(b)], want, "{b:#x}");
         }
     }
 
