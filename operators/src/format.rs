@@ -752,9 +752,11 @@ fn scan_whitespace(line: &str, from: usize) -> Option<usize> {
     let bytes = line.as_bytes();
     let mut start = from;
     loop {
-        // Candidates: bytes below 0x21 (ASCII whitespace among them) or from 0xC0 (UTF-8 lead
-        // bytes, bits 7 and 6 both set). A superset of `MAY_START_WHITESPACE`.
-        let candidate = |word: u64| swar::below(word, 0x21) | swar::non_ascii(word & (word << 1));
+        // Candidates: bytes below 0x21 (ASCII whitespace among them) or from 0x80, a superset
+        // of `MAY_START_WHITESPACE`: `below(word, 0x21) | non_ascii(word)` in three operations
+        // (the lowest flag is exact: no byte below it borrows).
+        let candidate =
+            |word: u64| (word.wrapping_sub(swar::splat(0x21)) | word) & swar::splat(0x80);
         let at = first_candidate(bytes, start, candidate, |b| {
             MAY_START_WHITESPACE[usize::from(b)]
         })?;
@@ -770,6 +772,8 @@ fn scan_whitespace(line: &str, from: usize) -> Option<usize> {
 fn is_whitespace_at(line: &str, pos: usize) -> bool {
     match line.as_bytes().get(pos) {
         Some(b'\t'..=b'\r' | b' ') => true,
+        // A UTF-8 continuation byte starts no character (`scan_whitespace` meets them).
+        Some(0x80..=0xBF) => false,
         Some(b) if *b >= 0x80 => whitespace_len_at(line, pos) > 0,
         _ => false,
     }
