@@ -705,8 +705,8 @@ fn starts_with_at(bytes: &[u8], pos: usize, lit: &[u8]) -> bool {
     here.is_some_and(|here| here.iter().zip(lit).all(|(a, b)| a == b))
 }
 
-/// The offset from `from` of the first byte of `bytes` that `flags` flags (in a word, as the
-/// `swar` functions do) or, in the last bytes short of a word, that `wanted` accepts.
+/// The position of the first byte of `bytes` from `from` that `flags` flags (in a word, as
+/// the `swar` functions do) or, in the last bytes short of a word, that `wanted` accepts.
 #[inline]
 fn first_candidate(
     bytes: &[u8],
