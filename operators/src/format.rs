@@ -101,6 +101,8 @@ pub struct LogFormat {
     roles: Roles,
     /// What any matching line contains, in order (see [`LogFormat::may_match`]).
     segments: Vec<Vec<Part>>,
+    /// `ops` specialised for [`LogFormat::match_first_choices`], one per op.
+    steps: Vec<Step>,
 }
 
 /// The header of a matched line, borrowing from the line and the format.
@@ -221,17 +223,21 @@ impl LogFormat {
         let mut pc = 0;
         let mut pos = 0;
         loop {
-            match ops.get(pc) {
+            match self.steps.get(pc) {
                 None => return false,
-                Some(Op::End) => return pos == bytes.len(),
-                Some(Op::Lit(lit)) => {
-                    if !starts_with_at(bytes, pos, lit) {
+                Some(Step::End) => return pos == bytes.len(),
+                Some(Step::Lit(lit)) => {
+                    let here = match **lit {
+                        [byte] => bytes.get(pos) == Some(&byte),
+                        _ => starts_with_at(bytes, pos, lit),
+                    };
+                    if !here {
                         return false;
                     }
                     pos += lit.len();
                     pc += 1;
                 }
-                Some(Op::Ws) => {
+                Some(Step::Ws) => {
                     let end = scan_whitespace_run_end(line, pos);
                     if end == pos {
                         return false;
@@ -239,47 +245,66 @@ impl LogFormat {
                     pos = end;
                     pc += 1;
                 }
-                Some(&Op::Field(slot)) => {
+                // The first end `Matcher::field` tries. When the next step is what that end was
+                // found by, it matches there by construction and is done here too.
+                Some(&Step::FieldToEnd(slot)) => {
                     let Some(span) = spans.get_mut(slot) else {
                         return false;
                     };
-                    // The first end `Matcher::field` tries. When the next step is what that
-                    // end was found by, it matches there by construction and is done here too.
-                    match ops.get(pc + 1) {
-                        Some(Op::End) => {
-                            *span = Some((pos, bytes.len()));
-                            return true;
-                        }
-                        Some(Op::Lit(lit)) => {
-                            let Some(at) = scan_lit(bytes, pos, lit) else {
-                                return false;
-                            };
-                            *span = Some((pos, at));
-                            pos = at + lit.len();
-                            pc += 2;
-                        }
-                        Some(Op::Ws) => {
-                            let Some(at) = scan_whitespace(line, pos) else {
-                                return false;
-                            };
-                            *span = Some((pos, at));
-                            pos = scan_whitespace_run_end(line, at);
-                            pc += 2;
-                        }
-                        _ => {
-                            let end = (pos..=bytes.len()).find(|&at| {
-                                line.is_char_boundary(at) && can_start(ops, line, pc + 1, at)
-                            });
-                            let Some(end) = end else {
-                                return false;
-                            };
-                            *span = Some((pos, end));
-                            pos = end;
-                            pc += 1;
+                    *span = Some((pos, bytes.len()));
+                    return true;
+                }
+                Some(Step::FieldToLit { slot, first, rest }) => {
+                    let Some(span) = spans.get_mut(*slot) else {
+                        return false;
+                    };
+                    let Some(at) = scan_lit(bytes, pos, *first, rest) else {
+                        return false;
+                    };
+                    *span = Some((pos, at));
+                    pos = at + 1 + rest.len();
+                    pc += 2;
+                }
+                Some(&Step::FieldToWs(first_slot)) => {
+                    let mut slot = first_slot;
+                    loop {
+                        let Some(span) = spans.get_mut(slot) else {
+                            return false;
+                        };
+                        let Some(at) = scan_whitespace(line, pos) else {
+                            return false;
+                        };
+                        *span = Some((pos, at));
+                        // An ASCII whitespace byte is a whole character: the run goes on after it.
+                        let after = if bytes.get(at).is_some_and(u8::is_ascii) {
+                            at + 1
+                        } else {
+                            at
+                        };
+                        pos = scan_whitespace_run_end(line, after);
+                        pc += 2;
+                        // Whitespace-separated fields often come in runs: go on without the
+                        // dispatch.
+                        match self.steps.get(pc) {
+                            Some(&Step::FieldToWs(next)) => slot = next,
+                            _ => break,
                         }
                     }
                 }
-                Some(&Op::Split {
+                Some(&Step::Field(slot)) => {
+                    let Some(span) = spans.get_mut(slot) else {
+                        return false;
+                    };
+                    let end = (pos..=bytes.len())
+                        .find(|&at| line.is_char_boundary(at) && can_start(ops, line, pc + 1, at));
+                    let Some(end) = end else {
+                        return false;
+                    };
+                    *span = Some((pos, end));
+                    pos = end;
+                    pc += 1;
+                }
+                Some(&Step::Split {
                     skip,
                     first_slot,
                     end_slot,
@@ -311,6 +336,66 @@ impl LogFormat {
         }
         true
     }
+}
+
+/// An op as [`LogFormat::match_first_choices`] runs it: a field is fused with the step after
+/// it when that step is what the field's first end is found by, so each field costs one
+/// dispatch. Indexed like the ops: a fused field skips the next index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Lit(Box<[u8]>),
+    Ws,
+    /// A field followed by `End`.
+    FieldToEnd(usize),
+    /// A field followed by a literal: its first byte and the rest.
+    FieldToLit {
+        slot: usize,
+        first: u8,
+        rest: Box<[u8]>,
+    },
+    /// A field followed by a whitespace run.
+    FieldToWs(usize),
+    /// A field followed by a field or a group: ends found with [`can_start`].
+    Field(usize),
+    Split {
+        skip: usize,
+        first_slot: usize,
+        end_slot: usize,
+    },
+    End,
+}
+
+fn first_choice_steps(ops: &[Op]) -> Vec<Step> {
+    ops.iter()
+        .enumerate()
+        .map(|(pc, op)| match op {
+            Op::Lit(lit) => Step::Lit(lit.as_bytes().into()),
+            Op::Ws => Step::Ws,
+            &Op::Field(slot) => match ops.get(pc + 1) {
+                Some(Op::End) => Step::FieldToEnd(slot),
+                Some(Op::Lit(lit)) => match lit.as_bytes().split_first() {
+                    Some((&first, rest)) => Step::FieldToLit {
+                        slot,
+                        first,
+                        rest: rest.into(),
+                    },
+                    None => Step::Field(slot),
+                },
+                Some(Op::Ws) => Step::FieldToWs(slot),
+                _ => Step::Field(slot),
+            },
+            &Op::Split {
+                skip,
+                first_slot,
+                end_slot,
+            } => Step::Split {
+                skip,
+                first_slot,
+                end_slot,
+            },
+            Op::End => Step::End,
+        })
+        .collect()
 }
 
 /// Runs `f` with `len` capture slots, on the stack for the usual few fields.
@@ -613,8 +698,7 @@ fn find_lit(line: &str, from: usize, lit: &str) -> Option<usize> {
 }
 
 /// Whether `lit` occurs in `bytes` at `pos`.
-fn starts_with_at(bytes: &[u8], pos: usize, lit: &str) -> bool {
-    let lit = lit.as_bytes();
+fn starts_with_at(bytes: &[u8], pos: usize, lit: &[u8]) -> bool {
     // A byte loop: formats' literals are a few bytes, shorter than a `memcmp` call.
     let here = pos
         .checked_add(lit.len())
@@ -622,25 +706,42 @@ fn starts_with_at(bytes: &[u8], pos: usize, lit: &str) -> bool {
     here.is_some_and(|here| here.iter().zip(lit).all(|(a, b)| a == b))
 }
 
-/// The same as [`find_lit`], eight bytes per step: fields are often longer than the few
-/// instructions a word costs.
-fn scan_lit(bytes: &[u8], from: usize, lit: &str) -> Option<usize> {
-    let needle = lit.as_bytes();
-    let first = *needle.first()?;
+/// The position of the first byte of `bytes` from `from` that `flags` flags (in a word, as
+/// the `swar` functions do) or, in the last bytes short of a word, that `wanted` accepts.
+#[inline]
+fn first_candidate(
+    bytes: &[u8],
+    from: usize,
+    flags: impl Fn(u64) -> u64,
+    wanted: impl Fn(u8) -> bool,
+) -> Option<usize> {
+    let mut start = from;
+    // Words while a whole one is left: the bound is checked once per word, not per load.
+    let words_end = bytes.len().saturating_sub(7);
+    while start < words_end {
+        let word = swar::word_at(bytes, start)?;
+        let flagged = flags(word);
+        if flagged != 0 {
+            return Some(start + swar::first_flagged(flagged));
+        }
+        start += 8;
+    }
+    Some(start + bytes.get(start..)?.iter().position(|&b| wanted(b))?)
+}
+
+/// The same as [`find_lit`] for the literal `first` then `rest`, eight bytes per step:
+/// fields are often longer than the few instructions a word costs.
+fn scan_lit(bytes: &[u8], from: usize, first: u8, rest: &[u8]) -> Option<usize> {
     let mut start = from;
     loop {
-        let at = match swar::word_at(bytes, start) {
-            Some(word) => {
-                let flags = swar::equal(word, first);
-                if flags == 0 {
-                    start += 8;
-                    continue;
-                }
-                start + swar::first_flagged(flags)
-            }
-            None => start + bytes.get(start..)?.iter().position(|&b| b == first)?,
-        };
-        if starts_with_at(bytes, at, lit) {
+        let at = first_candidate(
+            bytes,
+            start,
+            |word| swar::equal(word, first),
+            |b| b == first,
+        )?;
+        // Formats' literals are mostly one byte: then the scan alone decides.
+        if rest.is_empty() || starts_with_at(bytes, at + 1, rest) {
             return Some(at);
         }
         start = at + 1;
@@ -652,27 +753,14 @@ fn scan_whitespace(line: &str, from: usize) -> Option<usize> {
     let bytes = line.as_bytes();
     let mut start = from;
     loop {
-        let at = match swar::word_at(bytes, start) {
-            Some(word) => {
-                // Candidates: bytes below 0x21 (ASCII whitespace among them) or from 0xC0
-                // (UTF-8 lead bytes, bits 7 and 6 both set). A superset of
-                // `MAY_START_WHITESPACE`.
-                let lead = swar::non_ascii(word & (word << 1));
-                let flags = swar::below(word, 0x21) | lead;
-                if flags == 0 {
-                    start += 8;
-                    continue;
-                }
-                start + swar::first_flagged(flags)
-            }
-            None => {
-                let tail = bytes.get(start..)?;
-                start
-                    + tail
-                        .iter()
-                        .position(|&b| MAY_START_WHITESPACE[usize::from(b)])?
-            }
-        };
+        // Candidates: bytes below 0x21 (ASCII whitespace among them) or from 0x80, a superset
+        // of `MAY_START_WHITESPACE`: `below(word, 0x21) | non_ascii(word)` in three operations
+        // (the lowest flag is exact: no byte below it borrows).
+        let candidate =
+            |word: u64| (word.wrapping_sub(swar::splat(0x21)) | word) & swar::splat(0x80);
+        let at = first_candidate(bytes, start, candidate, |b| {
+            MAY_START_WHITESPACE[usize::from(b)]
+        })?;
         if is_whitespace_at(line, at) {
             return Some(at);
         }
@@ -685,6 +773,8 @@ fn scan_whitespace(line: &str, from: usize) -> Option<usize> {
 fn is_whitespace_at(line: &str, pos: usize) -> bool {
     match line.as_bytes().get(pos) {
         Some(b'\t'..=b'\r' | b' ') => true,
+        // A UTF-8 continuation byte starts no character (`scan_whitespace` meets them).
+        Some(0x80..=0xBF) => false,
         Some(b) if *b >= 0x80 => whitespace_len_at(line, pos) > 0,
         _ => false,
     }
@@ -1112,6 +1202,7 @@ impl<'s> Compiler<'s> {
             return Err(self.unbalanced(group.pos, "`(` is never closed by `)?`"));
         }
         self.push(Op::End);
+        let steps = first_choice_steps(&self.ops);
         let content_slot = self
             .content_slot
             .ok_or_else(|| FormatError::MissingContent {
@@ -1124,6 +1215,7 @@ impl<'s> Compiler<'s> {
             ops: self.ops,
             names: self.names,
             content_slot,
+            steps,
         })
     }
 
@@ -1752,6 +1844,105 @@ mod tests {
         }
         // The generator must exercise matches, not only mismatches.
         assert!(matched > 1000, "{matched}");
+    }
+
+    /// Lines built from each format's own steps (random field values and whitespace runs,
+    /// groups taken or not), then sometimes damaged: the first-choice path, where it decides,
+    /// must give the backtracking matcher's captures, and `apply` the regex's.
+    #[test]
+    fn first_choices_agree_with_backtracking_on_format_shaped_lines() {
+        let mut specs: Vec<String> = builtin_formats().into_values().collect();
+        specs.extend(
+            [
+                "<A>:<B> <Content>",
+                "<A><B>-<Content>",
+                r"\[<A>\] <B>(\[<C>\])?: <Content>",
+                "<A>, <B> <Content>",
+                "<A>ab<B>  <Content>",
+            ]
+            .map(String::from),
+        );
+        let values = [
+            "",
+            "a",
+            "081109",
+            "dfs.DataNode$PacketResponder",
+            "R02-M1-N0-C:J12-U11",
+            "x:y",
+            "é",
+            "日本語テキスト",
+            "[a]",
+            "a-b",
+            "ab",
+            "2015-07-29",
+            "\u{1}",
+            "a\u{85}b",
+        ];
+        let runs = [
+            " ",
+            "  ",
+            "\t",
+            "\u{a0}",
+            "\u{2003}",
+            "\u{3000}",
+            " \u{3000}",
+            "\u{85}",
+            "\r\n",
+        ];
+        let mut rng = crate::rng::XorShift64::new(0x9e37_79b9_7f4a_7c15);
+        let (mut decided, mut matched) = (0, 0);
+        for spec in &specs {
+            let format = compile(spec);
+            let re = logparser_regex(spec);
+            for _ in 0..400 {
+                let mut line = String::new();
+                let mut pc = 0;
+                while let Some(op) = format.ops.get(pc) {
+                    pc += 1;
+                    match op {
+                        Op::Lit(lit) => line.push_str(lit),
+                        Op::Ws => line.push_str(runs[rng.below(runs.len())]),
+                        Op::Field(_) => {
+                            for _ in 0..rng.below(3) {
+                                line.push_str(values[rng.below(values.len())]);
+                            }
+                        }
+                        Op::Split { skip, .. } => {
+                            if rng.below(2) == 0 {
+                                pc = *skip;
+                            }
+                        }
+                        Op::End => {}
+                    }
+                }
+                if rng.below(4) == 0 && !line.is_empty() {
+                    // Damage: drop a character.
+                    let cut = rng.below(line.len());
+                    if line.is_char_boundary(cut) {
+                        line.remove(cut);
+                    }
+                }
+                let trimmed = line.trim();
+                let mut fast_spans = vec![None; format.names.len()];
+                let mut slow_spans = vec![None; format.names.len()];
+                let slow = format.match_with_budget(trimmed, &mut slow_spans, usize::MAX);
+                matched += usize::from(slow.is_some());
+                if format.match_first_choices(trimmed, &mut fast_spans) {
+                    decided += 1;
+                    assert!(slow.is_some(), "{spec}: {line:?}");
+                    assert_eq!(fast_spans, slow_spans, "{spec}: {line:?}");
+                }
+                // The regex's fields stop at line breaks (a deliberate difference).
+                if !line.contains('\n') {
+                    assert_eq!(
+                        fast(&format, &line),
+                        oracle(&re, &format, &line),
+                        "{spec}: {line:?}"
+                    );
+                }
+            }
+        }
+        assert!(decided > 3000 && matched > decided, "{decided} {matched}");
     }
 
     #[test]
@@ -2513,8 +2704,9 @@ mod tests {
                     "{line:?} {from}"
                 );
                 for lit in [":", "ab:", "\u{a0}", "é", " :"] {
+                    let (&first, rest) = lit.as_bytes().split_first().expect("a literal");
                     assert_eq!(
-                        scan_lit(line.as_bytes(), from, lit),
+                        scan_lit(line.as_bytes(), from, first, rest),
                         find_lit(&line, from, lit),
                         "{line:?} {from} {lit:?}"
                     );
