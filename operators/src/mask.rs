@@ -775,7 +775,8 @@ struct Slot {
     head: u64,
     /// The token's [`edge_words`].
     edges: (u64, u64),
-    /// Bytes from the ninth on of a token over 16 bytes (`edges` hold the rest), then zeros.
+    /// Bytes from the ninth on of a token over 16 bytes (`edges` hold the rest), then stale
+    /// bytes of earlier tokens (never compared: the length is in `head`).
     middle: [u8; CACHED_TOKEN_MAX - 16],
     matches: [[u8; 2]; CACHED_MATCHES_MAX],
 }
@@ -815,19 +816,47 @@ impl Slot {
     };
 
     /// A slot for `key` and its `matches`, if they fit.
+    #[cfg(test)]
     fn new(head: u64, key: &Key, matches: &[(u32, u32)]) -> Option<Slot> {
+        let mut slot = Slot::EMPTY;
+        slot.fill(head, key, Slot::narrow(matches)?);
+        Some(slot)
+    }
+
+    /// `matches` as a slot holds them (count, then byte offsets), if they fit.
+    #[inline]
+    fn narrow(matches: &[(u32, u32)]) -> Option<(usize, [[u8; 2]; CACHED_MATCHES_MAX])> {
         if matches.len() > CACHED_MATCHES_MAX {
             return None;
         }
-        let mut slot = Slot::EMPTY;
-        let middle = key.middle();
-        slot.middle.get_mut(..middle.len())?.copy_from_slice(middle);
-        for (narrow, &(s, e)) in slot.matches.iter_mut().zip(matches) {
-            *narrow = [u8::try_from(s).ok()?, u8::try_from(e).ok()?];
+        let mut narrow = [[0; 2]; CACHED_MATCHES_MAX];
+        for (slot, &(s, e)) in narrow.iter_mut().zip(matches) {
+            *slot = [u8::try_from(s).ok()?, u8::try_from(e).ok()?];
         }
-        slot.head = head | matches.len() as u64;
-        slot.edges = key.edges;
-        Some(slot)
+        Some((matches.len(), narrow))
+    }
+
+    /// Makes this slot `key`'s, with its [`Slot::narrow`] matches. Written in place, and only
+    /// the bytes compared later: no slot-sized temporary to build and copy.
+    #[inline]
+    fn fill(
+        &mut self,
+        head: u64,
+        key: &Key,
+        (count, matches): (usize, [[u8; 2]; CACHED_MATCHES_MAX]),
+    ) {
+        let middle = key.middle();
+        // (Most tokens have none: skip the call copying nothing.)
+        if let Some(slot_middle) = self
+            .middle
+            .get_mut(..middle.len())
+            .filter(|m| !m.is_empty())
+        {
+            slot_middle.copy_from_slice(middle);
+        }
+        self.head = head | count as u64;
+        self.edges = key.edges;
+        self.matches = matches;
     }
 
     /// True when this slot is `key`'s, `head` being the key's for the current owner.
@@ -929,10 +958,11 @@ impl TokenCache {
             self.sets = vec![[Slot::EMPTY; 2]; 1 << self.set_bits];
         }
         let index = key.hash as usize & (self.sets.len() - 1);
-        let slot = Slot::new(key.head(self.tag), &key, &self.scratch);
-        if let (Some(set), Some(slot)) = (self.sets.get_mut(index), slot) {
+        let head = key.head(self.tag);
+        if let (Some(set), Some(matches)) = (self.sets.get_mut(index), Slot::narrow(&self.scratch))
+        {
             set[1] = set[0];
-            set[0] = slot;
+            set[0].fill(head, &key, matches);
         }
     }
 }
@@ -1273,6 +1303,39 @@ mod tests {
                 other[at] = b'j';
                 assert!(!slot.holds(head, &Key::new(&other)), "{len} {at}");
             }
+        }
+    }
+
+    #[test]
+    fn slots_refilled_over_longer_tokens_hold_only_their_own() {
+        // One set: each token overwrites a slot that held a longer one, whose middle bytes
+        // stay behind. Answers are the token's length, so a wrong hit shows.
+        let mut cache = TokenCache::with_set_bits(0);
+        cache.claim(1);
+        let mut scans = 0;
+        let mut get = |cache: &mut TokenCache, token: &str| {
+            let found = cache
+                .matches(token, |t, found| {
+                    scans += 1;
+                    found.push((0, t.len() as u32));
+                })
+                .to_vec();
+            assert_eq!(found, [(0, token.len() as u32)], "{token}");
+            scans
+        };
+        let mut expected = 0;
+        for len in (17..=CACHED_TOKEN_MAX).rev() {
+            // Same edges, the middle of the longer one as a prefix of the shorter one's.
+            let long = format!("abcdefgh{}zijklmnop", "m".repeat(len - 16));
+            let short = format!("abcdefgh{}ijklmnop", "m".repeat(len - 16));
+            let other = format!("abcdefgh{}ijklmnop", "n".repeat(len - 16));
+            for token in [&long, &short, &other] {
+                expected += 1;
+                assert_eq!(get(&mut cache, token), expected, "{token}");
+            }
+            // All but `long` are cached now.
+            assert_eq!(get(&mut cache, &short), expected);
+            assert_eq!(get(&mut cache, &other), expected);
         }
     }
 
