@@ -488,8 +488,9 @@ fn push_plain(out: &mut MaskedMessage, token: &str, start: usize) -> bool {
     token.len() >= WILDCARD.len() && is_wildcard(token)
 }
 
-/// Memory bound of the anchored DFA, and of building it. The shipped masks need 300 KB; masks
-/// whose DFA would be larger are searched through the combined regex alone.
+/// Memory bound of the anchored DFA, and of building it. The shipped masks need 300 KB (512 KB
+/// once copied into [`AnchoredDfa`]'s padded table); masks whose DFA would be larger are
+/// searched through the combined regex alone.
 const ANCHORED_DFA_MAX: usize = 4 << 20;
 
 /// How many bytes the anchored DFA may walk to find the matches after a token's start before
@@ -503,20 +504,39 @@ const FIND_WALK_BUDGET: usize = 256;
 /// far larger: the masks overlap in many ways). Same syntax and leftmost-first semantics as
 /// the combined regex, so the same matches: the first position in a token where an anchored
 /// search matches holds the leftmost match.
+///
+/// Walked through its own copy of the DFA's transitions (the DFA itself is dropped once
+/// copied), laid out like the DFA's (a state's id is the index of its row, a row per byte
+/// class) but padded to a power of two: a masked index needs no bounds check, a few
+/// instructions saved on each of the few bytes walked per byte of a token.
 #[derive(Debug, Clone)]
 struct AnchoredDfa {
-    dfa: dense::DFA<Vec<u32>>,
+    /// The next state of state `s` on byte class `c` at `s + c`; rows of unreachable states
+    /// and the padding lead to the dead state.
+    trans: Vec<u32>,
+    /// `trans.len() - 1`.
+    mask: usize,
+    /// The byte class of each byte.
+    classes: [u8; 256],
+    /// States up to this one are special: the dead state (0), the quit state or match ones.
+    max_special: u32,
+    /// The quit state (0, the dead state's id, when there is none).
+    quit: u32,
+    /// log2 of the row length.
+    stride2: u32,
     /// The start state at the start of a haystack (nothing to look behind).
-    start: StateID,
+    start: u32,
     /// The start states inside a haystack, by the byte before (word boundaries look at it).
-    starts: [StateID; 256],
-    /// Per state (by index), whether the end of the haystack completes a match: asked at the
-    /// end of most walks, where the DFA's own answer costs an out-of-line call.
+    starts: [u32; 256],
+    /// Per state (by row), whether the end of the haystack completes a match.
     eoi_match: Vec<bool>,
 }
 
 /// A DFA state reached through a byte no state may cross (the search must give up).
 struct Quit;
+
+/// The dead state's id.
+const DEAD: u32 = 0;
 
 impl AnchoredDfa {
     /// None when the DFA would exceed [`ANCHORED_DFA_MAX`] or the masks use a feature DFAs
@@ -540,11 +560,39 @@ impl AnchoredDfa {
                 .start_state(&anchored.clone().look_behind(Some(byte)))
                 .ok()?;
         }
-        let eoi_match = eoi_matches(&dfa, starts.iter().chain([&start]))?;
+        let reachable = reachable_states(&dfa, starts.iter().chain([&start]))?;
+        let stride2 = dfa.stride2();
+        let rows = reachable.len();
+        let mut trans = vec![DEAD; (rows << stride2).next_power_of_two()];
+        let mut eoi_match = vec![false; rows];
+        let (mut max_special, mut quit) = (DEAD, DEAD);
+        let mut classes = [0u8; 256];
+        for (byte, class) in (0..=u8::MAX).zip(&mut classes) {
+            *class = dfa.byte_classes().get(byte);
+        }
+        for id in reachable.iter().flatten().copied() {
+            let row = id.as_usize();
+            for byte in 0..=u8::MAX {
+                let at = row + usize::from(classes[usize::from(byte)]);
+                *trans.get_mut(at)? = dfa.next_state(id, byte).as_u32();
+            }
+            *eoi_match.get_mut(row >> stride2)? = dfa.is_match_state(dfa.next_eoi_state(id));
+            if dfa.is_special_state(id) {
+                max_special = max_special.max(id.as_u32());
+            }
+            if dfa.is_quit_state(id) {
+                quit = id.as_u32();
+            }
+        }
         Some(AnchoredDfa {
-            dfa,
-            start,
-            starts,
+            mask: trans.len() - 1,
+            trans,
+            classes,
+            max_special,
+            quit,
+            stride2: u32::try_from(stride2).ok()?,
+            start: start.as_u32(),
+            starts: starts.map(|id| id.as_u32()),
             eoi_match,
         })
     }
@@ -596,23 +644,23 @@ impl AnchoredDfa {
     /// when it did not). One `usize` for the end, not an `Option`: fewer registers in the
     /// loop, which runs a few times per byte of a token.
     #[inline(always)]
-    fn walk(&self, mut state: StateID, hay: &[u8], at: usize) -> Result<(usize, usize), Quit> {
-        let dfa = &self.dfa;
+    fn walk(&self, mut state: u32, hay: &[u8], at: usize) -> Result<(usize, usize), Quit> {
+        // Sliced to the mask's reach once: the masked indexes below need no bounds check.
+        let trans = &self.trans[..=self.mask];
         let mut end = at;
-        let mut i = at;
-        while let Some(&byte) = hay.get(i) {
-            state = dfa.next_state(state, byte);
-            if dfa.is_special_state(state) {
-                // Special states are dead, quit or match ones (checked by `eoi_matches`).
-                if dfa.is_dead_state(state) {
+        for (i, &byte) in (at..).zip(hay.get(at..).unwrap_or_default()) {
+            let class = usize::from(self.classes[usize::from(byte)]);
+            state = trans[(state as usize + class) & self.mask];
+            if state <= self.max_special {
+                // Special states are dead, quit or match ones (checked by `reachable_states`).
+                if state == DEAD {
                     return Ok((end, i));
-                } else if dfa.is_quit_state(state) {
+                } else if state == self.quit {
                     return Err(Quit);
                 }
                 // DFAs see a match one byte late: this one ends before `byte`.
                 end = i;
             }
-            i += 1;
         }
         if self.eoi_is_match(state) {
             end = hay.len();
@@ -622,33 +670,31 @@ impl AnchoredDfa {
 
     /// Whether the end of the haystack in `state` completes a match.
     #[inline(always)]
-    fn eoi_is_match(&self, state: StateID) -> bool {
-        match self.eoi_match.get(state.as_usize() >> self.dfa.stride2()) {
-            Some(&is_match) => is_match,
-            None => self.dfa.is_match_state(self.dfa.next_eoi_state(state)),
-        }
+    fn eoi_is_match(&self, state: u32) -> bool {
+        // Every state a walk reaches has its answer.
+        let row = state as usize >> self.stride2;
+        self.eoi_match.get(row).copied().unwrap_or_default()
     }
 }
 
-/// [`AnchoredDfa::eoi_match`]: the answers for every state up to the last one reachable from
-/// `starts` (found by a walk over all bytes; the DFA does not list its states). None when a
-/// reachable special state is not a dead, quit or match one, as `walk` assumes (a DFA built
-/// with accelerated or specialized start states).
-fn eoi_matches<'a>(
+/// The states reachable from `starts` (found by a walk over all bytes; the DFA does not list
+/// its states), by row. None when a reachable special state is not a dead, quit or match one,
+/// as `walk` assumes (a DFA built with accelerated or specialized start states).
+fn reachable_states<'a>(
     dfa: &dense::DFA<Vec<u32>>,
     starts: impl Iterator<Item = &'a StateID>,
-) -> Option<Vec<bool>> {
-    let index = |id: StateID| id.as_usize() >> dfa.stride2();
+) -> Option<Vec<Option<StateID>>> {
+    let row = |id: StateID| id.as_usize() >> dfa.stride2();
     let bytes: Vec<u8> = (dfa.byte_classes().representatives(..))
         .filter_map(|unit| unit.as_u8())
         .collect();
     let mut seen = Vec::new();
     let mut todo: Vec<StateID> = starts.copied().collect();
     while let Some(id) = todo.pop() {
-        if seen.len() <= index(id) {
-            seen.resize(index(id) + 1, false);
+        if seen.len() <= row(id) {
+            seen.resize(row(id) + 1, None);
         }
-        if std::mem::replace(&mut seen[index(id)], true) {
+        if seen[row(id)].replace(id).is_some() {
             continue;
         }
         let walkable = dfa.is_dead_state(id) || dfa.is_quit_state(id) || dfa.is_match_state(id);
@@ -657,10 +703,7 @@ fn eoi_matches<'a>(
         }
         todo.extend(bytes.iter().map(|&byte| dfa.next_state(id, byte)));
     }
-    let eoi_match = (0..seen.len()).map(|i| {
-        StateID::new(i << dfa.stride2()).is_ok_and(|id| dfa.is_match_state(dfa.next_eoi_state(id)))
-    });
-    Some(eoi_match.collect())
+    Some(seen)
 }
 
 /// Masks match bytes with ASCII classes (`\d`, `\w`, `\s` are ASCII): far smaller automata
