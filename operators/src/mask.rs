@@ -519,9 +519,9 @@ struct AnchoredDfa {
     /// The byte class of each byte.
     classes: [u8; 256],
     /// States up to this one are special: the dead state (0), the quit state or match ones.
-    max_special: u32,
+    max_special: usize,
     /// The quit state (0, the dead state's id, when there is none).
-    quit: u32,
+    quit: usize,
     /// log2 of the row length.
     stride2: u32,
     /// The start state at the start of a haystack (nothing to look behind).
@@ -536,7 +536,7 @@ struct AnchoredDfa {
 struct Quit;
 
 /// The dead state's id.
-const DEAD: u32 = 0;
+const DEAD: usize = 0;
 
 impl AnchoredDfa {
     /// None when the DFA would exceed [`ANCHORED_DFA_MAX`] or the masks use a feature DFAs
@@ -563,7 +563,7 @@ impl AnchoredDfa {
         let reachable = reachable_states(&dfa, starts.iter().chain([&start]))?;
         let stride2 = dfa.stride2();
         let rows = reachable.len();
-        let mut trans = vec![DEAD; (rows << stride2).next_power_of_two()];
+        let mut trans = vec![0; (rows << stride2).next_power_of_two()];
         let mut eoi_match = vec![false; rows];
         let (mut max_special, mut quit) = (DEAD, DEAD);
         let mut classes = [0u8; 256];
@@ -578,10 +578,10 @@ impl AnchoredDfa {
             }
             *eoi_match.get_mut(row >> stride2)? = dfa.is_match_state(dfa.next_eoi_state(id));
             if dfa.is_special_state(id) {
-                max_special = max_special.max(id.as_u32());
+                max_special = max_special.max(row);
             }
             if dfa.is_quit_state(id) {
-                quit = id.as_u32();
+                quit = row;
             }
         }
         Some(AnchoredDfa {
@@ -601,7 +601,7 @@ impl AnchoredDfa {
     /// `try_search_fwd` with an anchored input finds it, without its per-search setup (None
     /// for an empty match too: it masks nothing).
     fn match_end(&self, hay: &[u8]) -> Result<Option<usize>, Quit> {
-        self.walk(self.start, hay, 0)
+        self.walk(self.start as usize, hay, 0)
             .map(|(end, _)| (end > 0).then_some(end))
     }
 
@@ -619,6 +619,7 @@ impl AnchoredDfa {
         mut budget: usize,
         push: &mut impl FnMut(usize, usize),
     ) -> Result<(), usize> {
+        let trans = &self.trans[..=self.mask];
         while at < hay.len() {
             if budget == 0 {
                 return Err(at);
@@ -626,7 +627,18 @@ impl AnchoredDfa {
             let start = at
                 .checked_sub(1)
                 .and_then(|before| hay.get(before))
-                .map_or(self.start, |&byte| self.starts[usize::from(byte)]);
+                .map_or(self.start, |&byte| self.starts[usize::from(byte)])
+                as usize;
+            // Most positions hold no match, many already dead on their first byte: those
+            // cost a table read, not a walk.
+            if let Some(&byte) = hay.get(at) {
+                let class = usize::from(self.classes[usize::from(byte)]);
+                if trans[(start + class) & self.mask] as usize == DEAD {
+                    budget -= 1;
+                    at += 1;
+                    continue;
+                }
+            }
             let (end, stop) = self.walk(start, hay, at).map_err(|Quit| at)?;
             budget = budget.saturating_sub(stop + 1 - at);
             if end > at {
@@ -644,13 +656,14 @@ impl AnchoredDfa {
     /// when it did not). One `usize` for the end, not an `Option`: fewer registers in the
     /// loop, which runs a few times per byte of a token.
     #[inline(always)]
-    fn walk(&self, mut state: u32, hay: &[u8], at: usize) -> Result<(usize, usize), Quit> {
+    fn walk(&self, mut state: usize, hay: &[u8], at: usize) -> Result<(usize, usize), Quit> {
         // Sliced to the mask's reach once: the masked indexes below need no bounds check.
         let trans = &self.trans[..=self.mask];
         let mut end = at;
         for (i, &byte) in (at..).zip(hay.get(at..).unwrap_or_default()) {
             let class = usize::from(self.classes[usize::from(byte)]);
-            state = trans[(state as usize + class) & self.mask];
+            // (A `usize` state: loaded zero-extended, no widening per byte.)
+            state = trans[(state + class) & self.mask] as usize;
             if state <= self.max_special {
                 // Special states are dead, quit or match ones (checked by `reachable_states`).
                 if state == DEAD {
@@ -670,9 +683,9 @@ impl AnchoredDfa {
 
     /// Whether the end of the haystack in `state` completes a match.
     #[inline(always)]
-    fn eoi_is_match(&self, state: u32) -> bool {
+    fn eoi_is_match(&self, state: usize) -> bool {
         // Every state a walk reaches has its answer.
-        let row = state as usize >> self.stride2;
+        let row = state >> self.stride2;
         self.eoi_match.get(row).copied().unwrap_or_default()
     }
 }
