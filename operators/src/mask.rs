@@ -1086,19 +1086,22 @@ pub fn token_spans(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
             return None;
         }
         let start = i;
-        i = token_end(s, i + 1);
-        Some((start, i))
+        let (end, space) = token_end(s, i + 1);
+        // On past the whitespace found: the next call need not test it again.
+        i = end + space;
+        Some((start, end))
     })
 }
 
-/// The first whitespace at or after byte `i` (a char boundary), else the end of `s`.
+/// The first whitespace at or after byte `i` (a char boundary), else the end of `s`, and
+/// the byte length of that whitespace char (0 at the end).
 ///
 /// Whitespace starts at a char boundary, so testing only the bytes that can start whitespace
 /// finds the same boundaries as decoding every char. Eight bytes per step: every byte of
 /// every message passes here, and tokens are mostly longer than the few instructions a word
 /// costs. Inlined: called once per token, its setup would otherwise cost as much as its loop.
 #[inline]
-fn token_end(s: &str, mut i: usize) -> usize {
+fn token_end(s: &str, mut i: usize) -> (usize, usize) {
     let bytes = s.as_bytes();
     loop {
         let candidate = match swar::word_at(bytes, i) {
@@ -1116,12 +1119,13 @@ fn token_end(s: &str, mut i: usize) -> usize {
                 let tail = bytes.get(i..).unwrap_or_default();
                 match tail.iter().position(|b| b.wrapping_sub(0x21) >= 0x5f) {
                     Some(at) => i + at,
-                    None => return bytes.len(),
+                    None => return (bytes.len(), 0),
                 }
             }
         };
-        if space_len(s, candidate) > 0 {
-            return candidate;
+        match space_len(s, candidate) {
+            0 => {}
+            space => return (candidate, space),
         }
         i = candidate + 1;
     }
