@@ -875,32 +875,21 @@ impl Slot {
     #[cfg(test)]
     fn new(head: u64, key: &Key, matches: &[(u32, u32)]) -> Option<Slot> {
         let mut slot = Slot::EMPTY;
-        slot.fill(head, key, Slot::narrow(matches)?);
+        Slot::fits(matches).then(|| slot.fill(head, key, matches))?;
         Some(slot)
     }
 
-    /// `matches` as a slot holds them (count, then byte offsets), if they fit.
+    /// Whether a slot can hold `matches`: few enough, ending within the first 256 bytes
+    /// (they start before they end).
     #[inline]
-    fn narrow(matches: &[(u32, u32)]) -> Option<(usize, [[u8; 2]; CACHED_MATCHES_MAX])> {
-        if matches.len() > CACHED_MATCHES_MAX {
-            return None;
-        }
-        let mut narrow = [[0; 2]; CACHED_MATCHES_MAX];
-        for (slot, &(s, e)) in narrow.iter_mut().zip(matches) {
-            *slot = [u8::try_from(s).ok()?, u8::try_from(e).ok()?];
-        }
-        Some((matches.len(), narrow))
+    fn fits(matches: &[(u32, u32)]) -> bool {
+        matches.len() <= CACHED_MATCHES_MAX && matches.iter().all(|&(s, e)| s < e && e <= 0xFF)
     }
 
-    /// Makes this slot `key`'s, with its [`Slot::narrow`] matches. Written in place, and only
-    /// the bytes compared later: no slot-sized temporary to build and copy.
+    /// Makes this slot `key`'s, with `matches` (which [`Slot::fits`]). Written in place, and
+    /// only the bytes compared or read later: no slot-sized temporary to build and copy.
     #[inline]
-    fn fill(
-        &mut self,
-        head: u64,
-        key: &Key,
-        (count, matches): (usize, [[u8; 2]; CACHED_MATCHES_MAX]),
-    ) {
+    fn fill(&mut self, head: u64, key: &Key, matches: &[(u32, u32)]) {
         let middle = key.middle();
         // (Most tokens have none: skip the call copying nothing.)
         if let Some(slot_middle) = self
@@ -910,9 +899,13 @@ impl Slot {
         {
             slot_middle.copy_from_slice(middle);
         }
-        self.head = head | count as u64;
+        self.head = head | matches.len() as u64;
         self.edges = key.edges;
-        self.matches = matches;
+        // Entries past the count stay stale: never read.
+        for (narrow, &(s, e)) in self.matches.iter_mut().zip(matches) {
+            // Lossless: both are under 256 (`fits`).
+            *narrow = [s as u8, e as u8];
+        }
     }
 
     /// True when this slot is `key`'s, `head` being the key's for the current owner.
@@ -1015,10 +1008,13 @@ impl TokenCache {
         }
         let index = key.hash as usize & (self.sets.len() - 1);
         let head = key.head(self.tag);
-        if let (Some(set), Some(matches)) = (self.sets.get_mut(index), Slot::narrow(&self.scratch))
+        if let Some(set) = self
+            .sets
+            .get_mut(index)
+            .filter(|_| Slot::fits(&self.scratch))
         {
             set[1] = set[0];
-            set[0].fill(head, &key, matches);
+            set[0].fill(head, &key, &self.scratch);
         }
     }
 }
@@ -1302,11 +1298,7 @@ mod tests {
                 )
             })
             .collect();
-        for _ in 0..2 {
-            for line in &lines {
-                assert_eq!(cached.mask(line), fresh.mask(line), "{line}");
-            }
-        }
+        assert_cached_masks_equal_fresh(&cached, &fresh, &lines);
         // Another masker on the same thread must not see the first one's answers.
         let words = MaskConfig {
             masks: vec![MaskRule {
@@ -1342,9 +1334,17 @@ mod tests {
             }
         }
         lines.push("a1b2c3d4e5 1x2x3 xxxxxxx 12345 ü1ü2ü3ü4ü5".to_owned());
+        assert_cached_masks_equal_fresh(&cached, &fresh, &lines);
+    }
+
+    /// Masks `lines` with `fresh` first, then twice with `cached` (the second pass hits the
+    /// cache), and compares. Apart: every masker claims the thread's cache, even one that
+    /// does not use it, so interleaving them would leave `cached` nothing to hit.
+    fn assert_cached_masks_equal_fresh(cached: &Masker, fresh: &Masker, lines: &[String]) {
+        let expected: Vec<MaskedMessage> = lines.iter().map(|line| fresh.mask(line)).collect();
         for _ in 0..2 {
-            for line in &lines {
-                assert_eq!(cached.mask(line), fresh.mask(line), "{line}");
+            for (line, expected) in lines.iter().zip(&expected) {
+                assert_eq!(&cached.mask(line), expected, "{line}");
             }
         }
     }
