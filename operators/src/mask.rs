@@ -571,17 +571,19 @@ impl AnchoredDfa {
             *class = dfa.byte_classes().get(byte);
         }
         for id in reachable.iter().flatten().copied() {
-            let row = id.as_usize();
+            // Ids are premultiplied: a state's id is where its row starts.
+            let state = id.as_usize();
             for byte in 0..=u8::MAX {
-                let at = row + usize::from(classes[usize::from(byte)]);
+                let at = state + usize::from(classes[usize::from(byte)]);
                 *trans.get_mut(at)? = dfa.next_state(id, byte).as_u32();
             }
-            *eoi_match.get_mut(row >> stride2)? = dfa.is_match_state(dfa.next_eoi_state(id));
+            *eoi_match.get_mut(state >> stride2)? = dfa.is_match_state(dfa.next_eoi_state(id));
+            // Special states have the lowest ids: those reachable all come up to here.
             if dfa.is_special_state(id) {
-                max_special = max_special.max(row);
+                max_special = max_special.max(state);
             }
             if dfa.is_quit_state(id) {
-                quit = row;
+                quit = state;
             }
         }
         Some(AnchoredDfa {
