@@ -488,8 +488,9 @@ fn push_plain(out: &mut MaskedMessage, token: &str, start: usize) -> bool {
     token.len() >= WILDCARD.len() && is_wildcard(token)
 }
 
-/// Memory bound of the anchored DFA, and of building it. The shipped masks need 300 KB; masks
-/// whose DFA would be larger are searched through the combined regex alone.
+/// Memory bound of the anchored DFA, and of building it. The shipped masks need 300 KB (512 KB
+/// once copied into [`AnchoredDfa`]'s padded table); masks whose DFA would be larger are
+/// searched through the combined regex alone.
 const ANCHORED_DFA_MAX: usize = 4 << 20;
 
 /// How many bytes the anchored DFA may walk to find the matches after a token's start before
@@ -503,20 +504,39 @@ const FIND_WALK_BUDGET: usize = 256;
 /// far larger: the masks overlap in many ways). Same syntax and leftmost-first semantics as
 /// the combined regex, so the same matches: the first position in a token where an anchored
 /// search matches holds the leftmost match.
+///
+/// Walked through its own copy of the DFA's transitions (the DFA itself is dropped once
+/// copied), laid out like the DFA's (a state's id is the index of its row, a row per byte
+/// class) but padded to a power of two: a masked index needs no bounds check, a few
+/// instructions saved on each of the few bytes walked per byte of a token.
 #[derive(Debug, Clone)]
 struct AnchoredDfa {
-    dfa: dense::DFA<Vec<u32>>,
+    /// The next state of state `s` on byte class `c` at `s + c`; rows of unreachable states
+    /// and the padding lead to the dead state.
+    trans: Vec<u32>,
+    /// `trans.len() - 1`.
+    mask: usize,
+    /// The byte class of each byte.
+    classes: [u8; 256],
+    /// States up to this one are special: the dead state (0), the quit state or match ones.
+    max_special: usize,
+    /// The quit state (0, the dead state's id, when there is none).
+    quit: usize,
+    /// log2 of the row length.
+    stride2: u32,
     /// The start state at the start of a haystack (nothing to look behind).
-    start: StateID,
+    start: u32,
     /// The start states inside a haystack, by the byte before (word boundaries look at it).
-    starts: [StateID; 256],
-    /// Per state (by index), whether the end of the haystack completes a match: asked at the
-    /// end of most walks, where the DFA's own answer costs an out-of-line call.
+    starts: [u32; 256],
+    /// Per state (by row), whether the end of the haystack completes a match.
     eoi_match: Vec<bool>,
 }
 
 /// A DFA state reached through a byte no state may cross (the search must give up).
 struct Quit;
+
+/// The dead state's id.
+const DEAD: usize = 0;
 
 impl AnchoredDfa {
     /// None when the DFA would exceed [`ANCHORED_DFA_MAX`] or the masks use a feature DFAs
@@ -540,11 +560,41 @@ impl AnchoredDfa {
                 .start_state(&anchored.clone().look_behind(Some(byte)))
                 .ok()?;
         }
-        let eoi_match = eoi_matches(&dfa, starts.iter().chain([&start]))?;
+        let reachable = reachable_states(&dfa, starts.iter().chain([&start]))?;
+        let stride2 = dfa.stride2();
+        let rows = reachable.len();
+        let mut trans = vec![0; (rows << stride2).next_power_of_two()];
+        let mut eoi_match = vec![false; rows];
+        let (mut max_special, mut quit) = (DEAD, DEAD);
+        let mut classes = [0u8; 256];
+        for (byte, class) in (0..=u8::MAX).zip(&mut classes) {
+            *class = dfa.byte_classes().get(byte);
+        }
+        for id in reachable.iter().flatten().copied() {
+            // Ids are premultiplied: a state's id is where its row starts.
+            let state = id.as_usize();
+            for byte in 0..=u8::MAX {
+                let at = state + usize::from(classes[usize::from(byte)]);
+                *trans.get_mut(at)? = dfa.next_state(id, byte).as_u32();
+            }
+            *eoi_match.get_mut(state >> stride2)? = dfa.is_match_state(dfa.next_eoi_state(id));
+            // Special states have the lowest ids: those reachable all come up to here.
+            if dfa.is_special_state(id) {
+                max_special = max_special.max(state);
+            }
+            if dfa.is_quit_state(id) {
+                quit = state;
+            }
+        }
         Some(AnchoredDfa {
-            dfa,
-            start,
-            starts,
+            mask: trans.len() - 1,
+            trans,
+            classes,
+            max_special,
+            quit,
+            stride2: u32::try_from(stride2).ok()?,
+            start: start.as_u32(),
+            starts: starts.map(|id| id.as_u32()),
             eoi_match,
         })
     }
@@ -553,7 +603,7 @@ impl AnchoredDfa {
     /// `try_search_fwd` with an anchored input finds it, without its per-search setup (None
     /// for an empty match too: it masks nothing).
     fn match_end(&self, hay: &[u8]) -> Result<Option<usize>, Quit> {
-        self.walk(self.start, hay, 0)
+        self.walk(self.start as usize, hay, 0)
             .map(|(end, _)| (end > 0).then_some(end))
     }
 
@@ -571,6 +621,7 @@ impl AnchoredDfa {
         mut budget: usize,
         push: &mut impl FnMut(usize, usize),
     ) -> Result<(), usize> {
+        let trans = &self.trans[..=self.mask];
         while at < hay.len() {
             if budget == 0 {
                 return Err(at);
@@ -578,7 +629,18 @@ impl AnchoredDfa {
             let start = at
                 .checked_sub(1)
                 .and_then(|before| hay.get(before))
-                .map_or(self.start, |&byte| self.starts[usize::from(byte)]);
+                .map_or(self.start, |&byte| self.starts[usize::from(byte)])
+                as usize;
+            // Most positions hold no match, many already dead on their first byte: those
+            // cost a table read, not a walk.
+            if let Some(&byte) = hay.get(at) {
+                let class = usize::from(self.classes[usize::from(byte)]);
+                if trans[(start + class) & self.mask] as usize == DEAD {
+                    budget -= 1;
+                    at += 1;
+                    continue;
+                }
+            }
             let (end, stop) = self.walk(start, hay, at).map_err(|Quit| at)?;
             budget = budget.saturating_sub(stop + 1 - at);
             if end > at {
@@ -596,23 +658,24 @@ impl AnchoredDfa {
     /// when it did not). One `usize` for the end, not an `Option`: fewer registers in the
     /// loop, which runs a few times per byte of a token.
     #[inline(always)]
-    fn walk(&self, mut state: StateID, hay: &[u8], at: usize) -> Result<(usize, usize), Quit> {
-        let dfa = &self.dfa;
+    fn walk(&self, mut state: usize, hay: &[u8], at: usize) -> Result<(usize, usize), Quit> {
+        // Sliced to the mask's reach once: the masked indexes below need no bounds check.
+        let trans = &self.trans[..=self.mask];
         let mut end = at;
-        let mut i = at;
-        while let Some(&byte) = hay.get(i) {
-            state = dfa.next_state(state, byte);
-            if dfa.is_special_state(state) {
-                // Special states are dead, quit or match ones (checked by `eoi_matches`).
-                if dfa.is_dead_state(state) {
+        for (i, &byte) in (at..).zip(hay.get(at..).unwrap_or_default()) {
+            let class = usize::from(self.classes[usize::from(byte)]);
+            // (A `usize` state: loaded zero-extended, no widening per byte.)
+            state = trans[(state + class) & self.mask] as usize;
+            if state <= self.max_special {
+                // Special states are dead, quit or match ones (checked by `reachable_states`).
+                if state == DEAD {
                     return Ok((end, i));
-                } else if dfa.is_quit_state(state) {
+                } else if state == self.quit {
                     return Err(Quit);
                 }
                 // DFAs see a match one byte late: this one ends before `byte`.
                 end = i;
             }
-            i += 1;
         }
         if self.eoi_is_match(state) {
             end = hay.len();
@@ -622,33 +685,31 @@ impl AnchoredDfa {
 
     /// Whether the end of the haystack in `state` completes a match.
     #[inline(always)]
-    fn eoi_is_match(&self, state: StateID) -> bool {
-        match self.eoi_match.get(state.as_usize() >> self.dfa.stride2()) {
-            Some(&is_match) => is_match,
-            None => self.dfa.is_match_state(self.dfa.next_eoi_state(state)),
-        }
+    fn eoi_is_match(&self, state: usize) -> bool {
+        // Every state a walk reaches has its answer.
+        let row = state >> self.stride2;
+        self.eoi_match.get(row).copied().unwrap_or_default()
     }
 }
 
-/// [`AnchoredDfa::eoi_match`]: the answers for every state up to the last one reachable from
-/// `starts` (found by a walk over all bytes; the DFA does not list its states). None when a
-/// reachable special state is not a dead, quit or match one, as `walk` assumes (a DFA built
-/// with accelerated or specialized start states).
-fn eoi_matches<'a>(
+/// The states reachable from `starts` (found by a walk over all bytes; the DFA does not list
+/// its states), by row. None when a reachable special state is not a dead, quit or match one,
+/// as `walk` assumes (a DFA built with accelerated or specialized start states).
+fn reachable_states<'a>(
     dfa: &dense::DFA<Vec<u32>>,
     starts: impl Iterator<Item = &'a StateID>,
-) -> Option<Vec<bool>> {
-    let index = |id: StateID| id.as_usize() >> dfa.stride2();
+) -> Option<Vec<Option<StateID>>> {
+    let row = |id: StateID| id.as_usize() >> dfa.stride2();
     let bytes: Vec<u8> = (dfa.byte_classes().representatives(..))
         .filter_map(|unit| unit.as_u8())
         .collect();
     let mut seen = Vec::new();
     let mut todo: Vec<StateID> = starts.copied().collect();
     while let Some(id) = todo.pop() {
-        if seen.len() <= index(id) {
-            seen.resize(index(id) + 1, false);
+        if seen.len() <= row(id) {
+            seen.resize(row(id) + 1, None);
         }
-        if std::mem::replace(&mut seen[index(id)], true) {
+        if seen[row(id)].replace(id).is_some() {
             continue;
         }
         let walkable = dfa.is_dead_state(id) || dfa.is_quit_state(id) || dfa.is_match_state(id);
@@ -657,10 +718,7 @@ fn eoi_matches<'a>(
         }
         todo.extend(bytes.iter().map(|&byte| dfa.next_state(id, byte)));
     }
-    let eoi_match = (0..seen.len()).map(|i| {
-        StateID::new(i << dfa.stride2()).is_ok_and(|id| dfa.is_match_state(dfa.next_eoi_state(id)))
-    });
-    Some(eoi_match.collect())
+    Some(seen)
 }
 
 /// Masks match bytes with ASCII classes (`\d`, `\w`, `\s` are ASCII): far smaller automata
@@ -775,7 +833,8 @@ struct Slot {
     head: u64,
     /// The token's [`edge_words`].
     edges: (u64, u64),
-    /// Bytes from the ninth on of a token over 16 bytes (`edges` hold the rest), then zeros.
+    /// Bytes from the ninth on of a token over 16 bytes (`edges` hold the rest), then stale
+    /// bytes of earlier tokens (never compared: the length is in `head`).
     middle: [u8; CACHED_TOKEN_MAX - 16],
     matches: [[u8; 2]; CACHED_MATCHES_MAX],
 }
@@ -815,19 +874,40 @@ impl Slot {
     };
 
     /// A slot for `key` and its `matches`, if they fit.
+    #[cfg(test)]
     fn new(head: u64, key: &Key, matches: &[(u32, u32)]) -> Option<Slot> {
-        if matches.len() > CACHED_MATCHES_MAX {
-            return None;
-        }
         let mut slot = Slot::EMPTY;
-        let middle = key.middle();
-        slot.middle.get_mut(..middle.len())?.copy_from_slice(middle);
-        for (narrow, &(s, e)) in slot.matches.iter_mut().zip(matches) {
-            *narrow = [u8::try_from(s).ok()?, u8::try_from(e).ok()?];
-        }
-        slot.head = head | matches.len() as u64;
-        slot.edges = key.edges;
+        Slot::fits(matches).then(|| slot.fill(head, key, matches))?;
         Some(slot)
+    }
+
+    /// Whether a slot can hold `matches`: few enough, ending within the first 256 bytes
+    /// (they start before they end).
+    #[inline]
+    fn fits(matches: &[(u32, u32)]) -> bool {
+        matches.len() <= CACHED_MATCHES_MAX && matches.iter().all(|&(s, e)| s < e && e <= 0xFF)
+    }
+
+    /// Makes this slot `key`'s, with `matches` (which [`Slot::fits`]). Written in place, and
+    /// only the bytes compared or read later: no slot-sized temporary to build and copy.
+    #[inline]
+    fn fill(&mut self, head: u64, key: &Key, matches: &[(u32, u32)]) {
+        let middle = key.middle();
+        // (Most tokens have none: skip the call copying nothing.)
+        if let Some(slot_middle) = self
+            .middle
+            .get_mut(..middle.len())
+            .filter(|m| !m.is_empty())
+        {
+            slot_middle.copy_from_slice(middle);
+        }
+        self.head = head | matches.len() as u64;
+        self.edges = key.edges;
+        // Entries past the count stay stale: never read.
+        for (narrow, &(s, e)) in self.matches.iter_mut().zip(matches) {
+            // Lossless: both are under 256 (`fits`).
+            *narrow = [s as u8, e as u8];
+        }
     }
 
     /// True when this slot is `key`'s, `head` being the key's for the current owner.
@@ -929,10 +1009,14 @@ impl TokenCache {
             self.sets = vec![[Slot::EMPTY; 2]; 1 << self.set_bits];
         }
         let index = key.hash as usize & (self.sets.len() - 1);
-        let slot = Slot::new(key.head(self.tag), &key, &self.scratch);
-        if let (Some(set), Some(slot)) = (self.sets.get_mut(index), slot) {
+        let head = key.head(self.tag);
+        if let Some(set) = self
+            .sets
+            .get_mut(index)
+            .filter(|_| Slot::fits(&self.scratch))
+        {
             set[1] = set[0];
-            set[0] = slot;
+            set[0].fill(head, &key, &self.scratch);
         }
     }
 }
@@ -1000,19 +1084,22 @@ pub fn token_spans(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
             return None;
         }
         let start = i;
-        i = token_end(s, i + 1);
-        Some((start, i))
+        let (end, space) = token_end(s, i + 1);
+        // On past the whitespace found: the next call need not test it again.
+        i = end + space;
+        Some((start, end))
     })
 }
 
-/// The first whitespace at or after byte `i` (a char boundary), else the end of `s`.
+/// The first whitespace at or after byte `i` (a char boundary), else the end of `s`, and
+/// the byte length of that whitespace char (0 at the end).
 ///
 /// Whitespace starts at a char boundary, so testing only the bytes that can start whitespace
 /// finds the same boundaries as decoding every char. Eight bytes per step: every byte of
 /// every message passes here, and tokens are mostly longer than the few instructions a word
 /// costs. Inlined: called once per token, its setup would otherwise cost as much as its loop.
 #[inline]
-fn token_end(s: &str, mut i: usize) -> usize {
+fn token_end(s: &str, mut i: usize) -> (usize, usize) {
     let bytes = s.as_bytes();
     loop {
         let candidate = match swar::word_at(bytes, i) {
@@ -1030,12 +1117,13 @@ fn token_end(s: &str, mut i: usize) -> usize {
                 let tail = bytes.get(i..).unwrap_or_default();
                 match tail.iter().position(|b| b.wrapping_sub(0x21) >= 0x5f) {
                     Some(at) => i + at,
-                    None => return bytes.len(),
+                    None => return (bytes.len(), 0),
                 }
             }
         };
-        if space_len(s, candidate) > 0 {
-            return candidate;
+        match space_len(s, candidate) {
+            0 => {}
+            space => return (candidate, space),
         }
         i = candidate + 1;
     }
@@ -1212,11 +1300,7 @@ mod tests {
                 )
             })
             .collect();
-        for _ in 0..2 {
-            for line in &lines {
-                assert_eq!(cached.mask(line), fresh.mask(line), "{line}");
-            }
-        }
+        assert_cached_masks_equal_fresh(&cached, &fresh, &lines);
         // Another masker on the same thread must not see the first one's answers.
         let words = MaskConfig {
             masks: vec![MaskRule {
@@ -1252,9 +1336,17 @@ mod tests {
             }
         }
         lines.push("a1b2c3d4e5 1x2x3 xxxxxxx 12345 ü1ü2ü3ü4ü5".to_owned());
+        assert_cached_masks_equal_fresh(&cached, &fresh, &lines);
+    }
+
+    /// Masks `lines` with `fresh` first, then twice with `cached` (the second pass hits the
+    /// cache), and compares. Apart: every masker claims the thread's cache, even one that
+    /// does not use it, so interleaving them would leave `cached` nothing to hit.
+    fn assert_cached_masks_equal_fresh(cached: &Masker, fresh: &Masker, lines: &[String]) {
+        let expected: Vec<MaskedMessage> = lines.iter().map(|line| fresh.mask(line)).collect();
         for _ in 0..2 {
-            for line in &lines {
-                assert_eq!(cached.mask(line), fresh.mask(line), "{line}");
+            for (line, expected) in lines.iter().zip(&expected) {
+                assert_eq!(&cached.mask(line), expected, "{line}");
             }
         }
     }
@@ -1273,6 +1365,39 @@ mod tests {
                 other[at] = b'j';
                 assert!(!slot.holds(head, &Key::new(&other)), "{len} {at}");
             }
+        }
+    }
+
+    #[test]
+    fn slots_refilled_over_longer_tokens_hold_only_their_own() {
+        // One set: each token overwrites a slot that held a longer one, whose middle bytes
+        // stay behind. Answers are the token's length, so a wrong hit shows.
+        let mut cache = TokenCache::with_set_bits(0);
+        cache.claim(1);
+        let mut scans = 0;
+        let mut get = |cache: &mut TokenCache, token: &str| {
+            let found = cache
+                .matches(token, |t, found| {
+                    scans += 1;
+                    found.push((0, t.len() as u32));
+                })
+                .to_vec();
+            assert_eq!(found, [(0, token.len() as u32)], "{token}");
+            scans
+        };
+        let mut expected = 0;
+        for len in (17..=CACHED_TOKEN_MAX).rev() {
+            // Same edges, the middle of the longer one as a prefix of the shorter one's.
+            let long = format!("abcdefgh{}zijklmnop", "m".repeat(len - 16));
+            let short = format!("abcdefgh{}ijklmnop", "m".repeat(len - 16));
+            let other = format!("abcdefgh{}ijklmnop", "n".repeat(len - 16));
+            for token in [&long, &short, &other] {
+                expected += 1;
+                assert_eq!(get(&mut cache, token), expected, "{token}");
+            }
+            // All but `long` are cached now.
+            assert_eq!(get(&mut cache, &short), expected);
+            assert_eq!(get(&mut cache, &other), expected);
         }
     }
 
