@@ -1436,9 +1436,9 @@ fn is_joined(text: &str, parts: &[Option<&str>]) -> bool {
                 _ => return false,
             }
         }
-        match rest.strip_prefix(part.as_bytes()) {
-            Some(tail) => rest = tail,
-            None => return false,
+        match rest.split_at_checked(part.len()) {
+            Some((head, tail)) if timestamp::same_bytes(head, part.as_bytes()) => rest = tail,
+            _ => return false,
         }
     }
     rest.is_empty()
@@ -1478,10 +1478,19 @@ fn push_normalized_timestamp(out: &mut String, parts: &[Option<&str>]) -> bool {
             }
         }
         if *parsed {
-            out.push_str(answer.as_str());
+            push_answer(out, answer.as_str());
         }
         *parsed
     })
+}
+
+/// `out.push_str(answer)`, with the usual 24-byte answer copied as a fixed size: inline
+/// moves instead of a `memcpy` call.
+fn push_answer(out: &mut String, answer: &str) {
+    match answer.get(..24) {
+        Some(usual) if answer.len() == 24 => out.push_str(usual),
+        _ => out.push_str(answer),
+    }
 }
 
 /// The last answer of [`push_normalized_timestamp`].
@@ -2625,5 +2634,17 @@ mod tests {
         assert!(!is_joined("abc", &[Some("ab"), Some("c")]));
         assert!(!is_joined("ab c ", &[Some("ab"), Some("c")]));
         assert!(!is_joined("ab", &[Some("ab"), Some("c")]));
+        assert!(is_joined(
+            "2016-09-28 04:30:30,123",
+            &[Some("2016-09-28"), Some("04:30:30,123")]
+        ));
+        assert!(!is_joined(
+            "2016-09-28 04:30:30,124",
+            &[Some("2016-09-28"), Some("04:30:30,123")]
+        ));
+        assert!(!is_joined(
+            "2016-09-29 04:30:30,123",
+            &[Some("2016-09-28"), Some("04:30:30,123")]
+        ));
     }
 }

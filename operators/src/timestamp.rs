@@ -130,8 +130,23 @@ impl DateText {
     /// (`2016/9/2 10:00` and `2016/9/27 10:00` share a prefix but not a date).
     fn starts(&self, text: &str) -> bool {
         let text = text.as_bytes();
-        text.get(..self.len) == self.bytes.get(..self.len)
+        text.get(..self.len)
+            .zip(self.bytes.get(..self.len))
+            .is_some_and(|(head, known)| same_bytes(head, known))
             && !text.get(self.len).is_some_and(u8::is_ascii_digit)
+    }
+}
+
+/// Whether `a` and `b` are equal. Timestamp texts are short: up to 16 bytes are compared as
+/// two overlapping words, cheaper than the `memcmp` call a slice comparison makes.
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let word =
+        |bytes: &[u8], at: usize| -> Option<[u8; 8]> { bytes.get(at..at + 8)?.try_into().ok() };
+    match a.len() {
+        len if len != b.len() => false,
+        len @ 8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        0..=7 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
     }
 }
 
@@ -1317,6 +1332,25 @@ mod tests {
         let got = parse("Jun 14 15:16:01").map(|ts| ts.year());
         // Around New Year the clock may tick between the two calls.
         assert!(got == Some(year) || got == Some(year + 1), "{got:?}");
+    }
+
+    #[test]
+    fn same_bytes_equals_slice_comparison() {
+        let text = b"2016-09-28 04:30:30,123456789 +02:00";
+        let copy = *text;
+        for len in 0..=text.len() {
+            let a = &text[..len];
+            // Equal bytes at another address.
+            assert!(same_bytes(a, &copy[..len]), "{len}");
+            for at in 0..len {
+                let mut b = a.to_vec();
+                b[at] ^= 1;
+                assert!(!same_bytes(a, &b), "{len} {at}");
+            }
+            if len > 0 {
+                assert!(!same_bytes(a, &text[..len - 1]), "{len}");
+            }
+        }
     }
 
     #[test]
