@@ -84,7 +84,10 @@ impl Parser {
         let date = match self.epoch_day {
             Some((known, date)) if known == day => date,
             _ => {
-                let date = DateTime::from_timestamp(secs.checked_sub(of_day)?, 0)?.date_naive();
+                // `DateTime::from_timestamp(secs - of_day, 0)?.date_naive()` without its time
+                // and UTC offset steps. 719,163 is the day number of 1970-01-01 from 0001-01-01.
+                let from_ce = i32::try_from(day.checked_add(719_163)?).ok()?;
+                let date = NaiveDate::from_num_days_from_ce_opt(from_ce)?;
                 self.epoch_day = Some((day, date));
                 date
             }
@@ -1104,11 +1107,18 @@ mod tests {
 
     #[test]
     fn kept_millis_text_equals_chrono_within_a_day() {
-        // Same minute, next second, next minute, the same minute of the next hour and of the
-        // next day, back to an earlier minute.
+        // Same second, same minute, next second, next minute, the same minute of the next hour
+        // and of the next day, the same second of another minute and of the next day, back to
+        // an earlier minute and second.
         let times = [
+            (0, 0, 0, 5),
             (18, 5, 1, 978),
             (18, 5, 1, 979),
+            (18, 5, 1, 979),
+            (18, 5, 1, 0),
+            (18, 6, 1, 0),
+            (19, 6, 1, 0),
+            (18, 5, 1, 999),
             (18, 5, 2, 0),
             (18, 5, 59, 999),
             (18, 6, 0, 0),
@@ -1349,6 +1359,43 @@ mod tests {
             }
             if len > 0 {
                 assert!(!same_bytes(a, &text[..len - 1]), "{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn epoch_days_equal_chrono() {
+        // Day ends both sides of the epoch, a leap day, the ends of chrono's range and past
+        // them, repeated so that the kept day is reused too.
+        let secs = [
+            0,
+            86_399,
+            86_400,
+            -1,
+            -86_400,
+            -86_401,
+            951_782_400,
+            951_868_799,
+            1_077_804_742,
+            253_402_300_799,
+            253_402_300_800,
+            -62_167_219_200,
+            8_210_298_412_799,
+            8_210_298_412_800,
+            -8_334_601_228_800,
+            -8_334_601_228_801,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ];
+        let mut parser = Parser::new();
+        for _ in 0..2 {
+            for secs in secs {
+                for nanos in [0, 999_999_999, 1_500_000_000] {
+                    let want = DateTime::from_timestamp(secs, nanos);
+                    assert_eq!(parser.epoch(secs, nanos), want, "{secs} {nanos}");
+                    assert_eq!(parser.epoch(secs, nanos), want, "{secs} {nanos}");
+                }
             }
         }
     }
