@@ -213,7 +213,12 @@ fn head(cur: &mut Cursor, default_year: &dyn Fn() -> i32) -> Option<Head> {
 
 /// `raw` without surrounding whitespace and brackets.
 fn trim(raw: &str) -> &str {
-    trim_ends(raw, |c| c.is_whitespace() || c == '[' || c == ']')
+    // Decided on the end bytes first: the usual text starts and ends with a digit or letter.
+    let settled = |b: &u8| b.is_ascii_alphanumeric();
+    match raw.as_bytes() {
+        [first, .., last] if settled(first) && settled(last) => raw,
+        _ => trim_ends(raw, |c| c.is_whitespace() || c == '[' || c == ']'),
+    }
 }
 
 /// RFC 3339 UTC with milliseconds (`2015-10-18T18:01:47.978Z`) when recognised, else `raw`.
@@ -768,53 +773,62 @@ const WEEKDAYS: [&[u8]; 7] = [
     b"sunday",
 ];
 
-/// The first three letters of each name, as [`stem`] gives them.
-const MONTH_STEMS: [u32; 12] = stems(MONTHS);
-const WEEKDAY_STEMS: [u32; 7] = stems(WEEKDAYS);
-
-/// Evaluated at compile time; every name is lowercase and at least three letters long.
-const fn stems<const N: usize>(names: [&[u8]; N]) -> [u32; N] {
-    let mut out = [0; N];
-    let mut i = 0;
-    while i < N {
-        let name = names[i];
-        out[i] = u32::from_le_bytes([name[0], name[1], name[2], 0]);
-        i += 1;
-    }
-    out
-}
-
-/// The first three bytes of `word`, lowercased, as one number: every form of a name that
-/// [`name_index`] accepts shares them with the name, so one comparison rules most names out.
-fn stem(word: &[u8]) -> Option<u32> {
+/// The first three bytes of `word`, lowercased: every form of a name that [`is_form_of`]
+/// accepts shares them with the name, and no two months or weekdays share them.
+fn stem(word: &[u8]) -> Option<[u8; 3]> {
     let [a, b, c, ..] = *word else {
         return None;
     };
-    let lower = u8::to_ascii_lowercase;
-    Some(u32::from_le_bytes([lower(&a), lower(&b), lower(&c), 0]))
+    Some([a, b, c].map(|byte| byte.to_ascii_lowercase()))
 }
 
-/// Whether `word` is a full name from `names` (lowercase, with their `stems`) or its
-/// three-letter abbreviation (`Sept` too).
-fn name_index(names: &[&[u8]], stems: &[u32], word: &[u8]) -> Option<usize> {
-    let stem = stem(word)?;
-    let is_form_of = |name: &[u8]| {
-        word.len() == 3
-            || name.eq_ignore_ascii_case(word)
-            || (word.len() == 4 && name.len() > 4 && name[..4].eq_ignore_ascii_case(word))
-    };
-    stems
-        .iter()
-        .zip(names)
-        .position(|(&name_stem, name)| name_stem == stem && is_form_of(name))
+/// Whether `word` is the full `name` (lowercase) or its three-letter abbreviation (`Sept`
+/// too), given that it starts with the name's [`stem`].
+fn is_form_of(name: &[u8], word: &[u8]) -> bool {
+    word.len() == 3
+        || name.eq_ignore_ascii_case(word)
+        || (word.len() == 4 && name.len() > 4 && name[..4].eq_ignore_ascii_case(word))
 }
 
+/// The month (1–12) `word` names. The stem is matched as a literal, a few byte comparisons,
+/// where a scan of the names costs a comparison per name.
 fn month_number(word: &[u8]) -> Option<u32> {
-    name_index(&MONTHS, &MONTH_STEMS, word).and_then(|i| u32::try_from(i + 1).ok())
+    let index: u32 = match &stem(word)? {
+        b"jan" => 0,
+        b"feb" => 1,
+        b"mar" => 2,
+        b"apr" => 3,
+        b"may" => 4,
+        b"jun" => 5,
+        b"jul" => 6,
+        b"aug" => 7,
+        b"sep" => 8,
+        b"oct" => 9,
+        b"nov" => 10,
+        b"dec" => 11,
+        _ => return None,
+    };
+    let name = MONTHS.get(usize::try_from(index).ok()?)?;
+    is_form_of(name, word).then_some(index + 1)
 }
 
 fn is_weekday(word: &[u8]) -> bool {
-    name_index(&WEEKDAYS, &WEEKDAY_STEMS, word).is_some()
+    let Some(stem) = stem(word) else {
+        return false;
+    };
+    let index = match &stem {
+        b"mon" => 0,
+        b"tue" => 1,
+        b"wed" => 2,
+        b"thu" => 3,
+        b"fri" => 4,
+        b"sat" => 5,
+        b"sun" => 6,
+        _ => return false,
+    };
+    WEEKDAYS
+        .get(index)
+        .is_some_and(|name| is_form_of(name, word))
 }
 
 #[cfg(test)]
@@ -1395,6 +1409,68 @@ mod tests {
                     let want = DateTime::from_timestamp(secs, nanos);
                     assert_eq!(parser.epoch(secs, nanos), want, "{secs} {nanos}");
                     assert_eq!(parser.epoch(secs, nanos), want, "{secs} {nanos}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn month_and_weekday_names_equal_a_scan_of_the_names() {
+        // The first name whose first three letters the word starts with (any case), when the
+        // word is a form of it.
+        let scan = |names: &[&[u8]], word: &[u8]| {
+            names.iter().position(|name| {
+                word.len() >= 3 && name[..3].eq_ignore_ascii_case(&word[..3]) && {
+                    word.len() == 3
+                        || name.eq_ignore_ascii_case(word)
+                        || (word.len() == 4
+                            && name.len() > 4
+                            && name[..4].eq_ignore_ascii_case(word))
+                }
+            })
+        };
+        let mut words: Vec<Vec<u8>> = vec![b"".to_vec(), b"Foo".to_vec(), b"j\xe9n".to_vec()];
+        for name in MONTHS.iter().chain(&WEEKDAYS) {
+            for len in 0..=name.len() {
+                for tail in [&b""[..], b"x", b"1", b"s"] {
+                    let word = [&name[..len], tail].concat();
+                    words.push(word.to_ascii_uppercase());
+                    let mut title = word.clone();
+                    if let Some(first) = title.first_mut() {
+                        *first = first.to_ascii_uppercase();
+                    }
+                    words.push(title);
+                    words.push(word);
+                }
+            }
+        }
+        for word in &words {
+            let want = scan(&MONTHS, word).and_then(|i| u32::try_from(i + 1).ok());
+            assert_eq!(month_number(word), want, "{word:?}");
+            assert_eq!(
+                is_weekday(word),
+                scan(&WEEKDAYS, word).is_some(),
+                "{word:?}"
+            );
+        }
+        assert_eq!(month_number(b"Sept"), Some(9));
+        assert_eq!(month_number(b"DECEMBER"), Some(12));
+        assert!(!is_weekday(b"Thurs") && is_weekday(b"Thu"));
+    }
+
+    #[test]
+    fn trim_equals_trimming_every_char() {
+        fn slow(raw: &str) -> &str {
+            trim_ends(raw, |c| c.is_whitespace() || c == '[' || c == ']')
+        }
+        let ends = [
+            "", " ", "\t", "[", "]", "\u{a0}", "\u{3000}", "é", "a", "1", "Z", ".", "[ ",
+        ];
+        for start in ends {
+            for end in ends {
+                for middle in ["", "a", "1", "2015-10-18 18:01:47", " ", "]["] {
+                    let raw = format!("{start}{middle}{end}");
+                    assert_eq!(trim(&raw), slow(&raw), "{raw:?}");
                 }
             }
         }
