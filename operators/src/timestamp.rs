@@ -282,16 +282,12 @@ impl MillisText {
         } else {
             // Keep `yyyy-mm-ddT`.
             text.truncate(11);
-            push_digits::<2>(text, minute / 60);
-            text.push(':');
-            push_digits::<2>(text, minute % 60);
-            text.push(':');
+            push_entry::<3>(text, COLON_PAIRS, minute / 60);
+            push_entry::<3>(text, COLON_PAIRS, minute % 60);
             self.minute = Some(minute);
         }
-        push_digits::<2>(text, seconds % 60);
-        text.push('.');
-        push_digits::<3>(text, millis.min(999));
-        text.push('Z');
+        push_entry::<3>(text, DOT_PAIRS, seconds % 60);
+        push_entry::<4>(text, MILLIS_Z, millis.min(999));
     }
 
     /// Makes the text `yyyy-mm-ddT` of `date`, or empty and `false` for a year outside
@@ -316,6 +312,53 @@ impl MillisText {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+}
+
+/// Appends entry `index` of `table`, whose entries are `W` bytes long: one copy of a known
+/// size, where writing the digits and separators one by one costs several times more.
+/// Nothing for an index past the table (callers' values are in range).
+fn push_entry<const W: usize>(out: &mut String, table: &str, index: u32) {
+    let Ok(at) = usize::try_from(index) else {
+        return;
+    };
+    if let Some(entry) = table.get(at * W..at * W + W) {
+        out.push_str(entry);
+    }
+}
+
+/// `00:`, `01:`, … `99:`: two digits and the separator after them.
+const COLON_PAIRS: &str = ascii(&digit_table::<300>(2, b':'));
+/// `00.`, `01.`, … `99.`.
+const DOT_PAIRS: &str = ascii(&digit_table::<300>(2, b'.'));
+/// `000Z`, `001Z`, … `999Z`: millis and the zone that ends the text.
+const MILLIS_Z: &str = ascii(&digit_table::<4000>(3, b'Z'));
+
+/// The numbers from 0, each as `digits` zero-padded digits then `suffix`, as many as fit in
+/// `LEN` bytes. Evaluated at compile time.
+const fn digit_table<const LEN: usize>(digits: usize, suffix: u8) -> [u8; LEN] {
+    let mut table = [0; LEN];
+    let width = digits + 1;
+    let mut number = 0;
+    while (number + 1) * width <= LEN {
+        let mut rest = number;
+        let mut at = digits;
+        while at > 0 {
+            at -= 1;
+            table[number * width + at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        table[number * width + digits] = suffix;
+        number += 1;
+    }
+    table
+}
+
+/// `bytes` as text; evaluated at compile time, where non-UTF-8 stops the build.
+const fn ascii(bytes: &'static [u8]) -> &'static str {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(_) => panic!("not UTF-8"),
     }
 }
 
@@ -1474,6 +1517,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn digit_tables_hold_every_number() {
+        let entry = |table: &str, width: usize, i: usize| table[i * width..][..width].to_owned();
+        assert_eq!(
+            (COLON_PAIRS.len(), DOT_PAIRS.len(), MILLIS_Z.len()),
+            (300, 300, 4000)
+        );
+        for i in 0..100 {
+            assert_eq!(entry(COLON_PAIRS, 3, i), format!("{i:02}:"));
+            assert_eq!(entry(DOT_PAIRS, 3, i), format!("{i:02}."));
+        }
+        for i in 0..1000 {
+            assert_eq!(entry(MILLIS_Z, 4, i), format!("{i:03}Z"));
+        }
+        let mut out = String::new();
+        push_entry::<3>(&mut out, COLON_PAIRS, 100);
+        assert_eq!(out, "");
     }
 
     #[test]
