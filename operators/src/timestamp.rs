@@ -697,6 +697,14 @@ fn any_clock(cur: &mut Cursor) -> Option<(u32, u32, u32)> {
 /// A digit run read as a decimal fraction of a second, in nanoseconds (digits past 9 dropped).
 /// One pass: the run is read as it is measured.
 fn fraction(cur: &mut Cursor) -> Option<u32> {
+    // The usual millis first: three digits read at fixed positions, then no digit.
+    if let Some(&[a, b, c]) = cur.bytes.get(cur.pos..cur.pos + 3) {
+        let next_is_digit = cur.bytes.get(cur.pos + 3).is_some_and(u8::is_ascii_digit);
+        if let (Some(tens), Some(ones), false) = (pair(a, b), pair(b'0', c), next_is_digit) {
+            cur.pos += 3;
+            return Some((tens * 10 + ones) * 1_000_000);
+        }
+    }
     // A table instead of `10u32.pow`, which loops.
     const SCALE: [u32; 10] = [
         1_000_000_000,
@@ -1536,6 +1544,23 @@ mod tests {
         let mut out = String::new();
         push_entry::<3>(&mut out, COLON_PAIRS, 100);
         assert_eq!(out, "");
+    }
+
+    #[test]
+    fn fractions_are_the_first_nine_digits() {
+        let digits = "978123456789";
+        for len in 0..=digits.len() {
+            for tail in ["", "Z", " +02:00", "x"] {
+                let text = format!("{}{tail}", &digits[..len]);
+                let mut cur = Cursor::new(&text);
+                let nine = format!("{:0<9}", &digits[..len.min(9)]);
+                let want = (len > 0).then(|| nine.parse::<u32>().ok()).flatten();
+                assert_eq!(fraction(&mut cur), want, "{text}");
+                assert_eq!(cur.pos, len, "{text}");
+            }
+        }
+        let mut cur = Cursor::new("97a");
+        assert_eq!((fraction(&mut cur), cur.pos), (Some(970_000_000), 2));
     }
 
     #[test]
