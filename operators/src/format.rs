@@ -1426,28 +1426,47 @@ fn push_joined(out: &mut String, parts: &[Option<&str>]) {
     }
 }
 
-/// Whether `text` equals the present `parts` joined by single spaces, without joining them.
-fn is_joined(text: &str, parts: &[Option<&str>]) -> bool {
+/// Whether `text` equals the present `parts` joined by single spaces, without joining them:
+/// `Ok` when it does, else `Err((kept, count))` where the first `count` parts match
+/// `text[..kept]`, so that [`push_joined_from`] after `truncate(kept)` completes the join.
+fn is_joined(text: &str, parts: &[Option<&str>]) -> Result<(), (usize, usize)> {
     let mut rest = text.as_bytes();
+    let mut count = 0;
     for (i, part) in parts.iter().flatten().enumerate() {
+        let kept = text.len() - rest.len();
         if i > 0 {
             match rest.split_first() {
                 Some((b' ', tail)) => rest = tail,
-                _ => return false,
+                _ => return Err((kept, count)),
             }
         }
         match rest.split_at_checked(part.len()) {
             Some((head, tail)) if timestamp::same_bytes(head, part.as_bytes()) => rest = tail,
-            _ => return false,
+            _ => return Err((kept, count)),
         }
+        count += 1;
     }
-    rest.is_empty()
+    match rest.is_empty() {
+        true => Ok(()),
+        false => Err((text.len() - rest.len(), count)),
+    }
+}
+
+/// [`push_joined`] of the present `parts` after the first `skip`, onto their join.
+fn push_joined_from(out: &mut String, parts: &[Option<&str>], skip: usize) {
+    for (i, part) in parts.iter().flatten().enumerate().skip(skip) {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(part);
+    }
 }
 
 /// `timestamp::parse` + RFC 3339 rendering of `parts` joined by spaces, remembering the last
 /// answer per thread: log lines come in time order, many per second, so consecutive lines
 /// usually repeat the same text. The key is the full joined text, compared without building
-/// it, so a hit only copies the answer to `out`; a miss renders into the kept buffer. Returns
+/// it, so a hit only copies the answer to `out`; a miss rewrites the key from the first part
+/// that differs and renders into the kept buffer. Returns
 /// whether the text was recognised (and `out` appended to).
 fn push_normalized_timestamp(out: &mut String, parts: &[Option<&str>]) -> bool {
     thread_local! {
@@ -1468,9 +1487,12 @@ fn push_normalized_timestamp(out: &mut String, parts: &[Option<&str>]) -> bool {
             parsed,
             parser,
         } = &mut *last;
-        if key.is_empty() || !is_joined(key, parts) {
-            key.clear();
-            push_joined(key, parts);
+        let joined = is_joined(key, parts);
+        if key.is_empty() || joined.is_err() {
+            // Rewrite only from the first part that differs, usually the time.
+            let (kept, count) = joined.err().unwrap_or_default();
+            key.truncate(kept);
+            push_joined_from(key, parts, count);
             let ts = parser.parse(key);
             *parsed = ts.is_some();
             if let Some(ts) = ts {
@@ -2543,6 +2565,40 @@ mod tests {
         push_normalized_timestamp(&mut out, parts).then_some(out)
     }
 
+    fn is_joined_ok(text: &str, parts: &[Option<&str>]) -> bool {
+        is_joined(text, parts).is_ok()
+    }
+
+    #[test]
+    fn keys_rewritten_from_the_first_differing_part_equal_the_join() {
+        let keys: [&[Option<&str>]; 12] = [
+            &[Some("2016-09-28"), Some("04:30:30")],
+            &[Some("2016-09-28"), Some("04:30:31")],
+            &[Some("2016-09-28"), Some("04:30:31"), Some("x")],
+            &[Some("2016-09-28"), Some("04:30:31")],
+            &[Some("2016-09-28 04:30:31")],
+            &[Some("2016-09-28"), None, Some("04:30:31")],
+            &[Some("2016-09-28"), Some("")],
+            &[Some("2016-09-28"), Some(""), Some("")],
+            &[Some("2016-09-2"), Some("8")],
+            &[Some("é"), Some("ü")],
+            &[Some("é"), Some("ü\u{301}")],
+            &[],
+        ];
+        let mut key = String::new();
+        for _ in 0..2 {
+            for parts in keys {
+                if let Err((kept, count)) = is_joined(&key, parts) {
+                    key.truncate(kept);
+                    push_joined_from(&mut key, parts, count);
+                }
+                let mut joined = String::new();
+                push_joined(&mut joined, parts);
+                assert_eq!(key, joined, "{parts:?}");
+            }
+        }
+    }
+
     #[test]
     fn timestamp_memo_answers_equal_fresh_parses() {
         let fresh = |parts: &[Option<&str>]| {
@@ -2630,19 +2686,19 @@ mod tests {
         }
         // Half the keys are valid: the comparisons are not all of failures.
         assert!(parsed * 2 >= keys.len(), "{parsed} of {}", keys.len());
-        assert!(is_joined("ab c", &[Some("ab"), Some("c")]));
-        assert!(!is_joined("abc", &[Some("ab"), Some("c")]));
-        assert!(!is_joined("ab c ", &[Some("ab"), Some("c")]));
-        assert!(!is_joined("ab", &[Some("ab"), Some("c")]));
-        assert!(is_joined(
+        assert!(is_joined_ok("ab c", &[Some("ab"), Some("c")]));
+        assert!(!is_joined_ok("abc", &[Some("ab"), Some("c")]));
+        assert!(!is_joined_ok("ab c ", &[Some("ab"), Some("c")]));
+        assert!(!is_joined_ok("ab", &[Some("ab"), Some("c")]));
+        assert!(is_joined_ok(
             "2016-09-28 04:30:30,123",
             &[Some("2016-09-28"), Some("04:30:30,123")]
         ));
-        assert!(!is_joined(
+        assert!(!is_joined_ok(
             "2016-09-28 04:30:30,124",
             &[Some("2016-09-28"), Some("04:30:30,123")]
         ));
-        assert!(!is_joined(
+        assert!(!is_joined_ok(
             "2016-09-29 04:30:30,123",
             &[Some("2016-09-28"), Some("04:30:30,123")]
         ));
