@@ -1359,12 +1359,14 @@ fn level_of(raw: Option<&str>) -> (Level, Option<Cow<'static, str>>) {
 /// into `buffer` (a reused allocation).
 fn timestamp_of(matched: &Matched, mut buffer: String) -> Option<String> {
     let roles = &matched.format.roles;
+    // Fields are looked up per candidate: the first one tried usually answers, and a
+    // `Timestamp` answers without the others' fields.
     let field = |slot| matched.role(slot);
     let (date, time, day, month) = (
-        field(roles.date),
-        field(roles.time),
-        field(roles.day),
-        field(roles.month),
+        || field(roles.date),
+        || field(roles.time),
+        || field(roles.day),
+        || field(roles.month),
     );
     let mut first_raw: Option<String> = None;
     // Only the candidates whose fields the format has: the others are never present.
@@ -1380,23 +1382,23 @@ fn timestamp_of(matched: &Matched, mut buffer: String) -> Option<String> {
                 &one
             }
             Stamp::DateTime => {
-                two = [date, time];
+                two = [date(), time()];
                 &two
             }
             Stamp::MonthDateTime => {
-                three = [month, date.or(day), time];
+                three = [month(), date().or_else(day), time()];
                 &three
             }
             Stamp::DateDayTime => {
-                three = [date, day, time];
+                three = [date(), day(), time()];
                 &three
             }
             Stamp::Time => {
-                one = [time];
+                one = [time()];
                 &one
             }
             Stamp::Date => {
-                one = [date];
+                one = [date()];
                 &one
             }
         };
