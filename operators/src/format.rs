@@ -1446,12 +1446,14 @@ fn level_of(raw: Option<&str>) -> (Level, Option<Cow<'static, str>>) {
 /// into `buffer` (a reused allocation).
 fn timestamp_of(matched: &Matched, mut buffer: String) -> Option<String> {
     let roles = &matched.format.roles;
+    // Fields are looked up per candidate: the first one tried usually answers, and a
+    // `Timestamp` answers without the others' fields.
     let field = |slot| matched.role(slot);
     let (date, time, day, month) = (
-        field(roles.date),
-        field(roles.time),
-        field(roles.day),
-        field(roles.month),
+        || field(roles.date),
+        || field(roles.time),
+        || field(roles.day),
+        || field(roles.month),
     );
     let mut first_raw: Option<String> = None;
     // Only the candidates whose fields the format has: the others are never present.
@@ -1467,23 +1469,23 @@ fn timestamp_of(matched: &Matched, mut buffer: String) -> Option<String> {
                 &one
             }
             Stamp::DateTime => {
-                two = [date, time];
+                two = [date(), time()];
                 &two
             }
             Stamp::MonthDateTime => {
-                three = [month, date.or(day), time];
+                three = [month(), date().or_else(day), time()];
                 &three
             }
             Stamp::DateDayTime => {
-                three = [date, day, time];
+                three = [date(), day(), time()];
                 &three
             }
             Stamp::Time => {
-                one = [time];
+                one = [time()];
                 &one
             }
             Stamp::Date => {
-                one = [date];
+                one = [date()];
                 &one
             }
         };
@@ -1513,28 +1515,47 @@ fn push_joined(out: &mut String, parts: &[Option<&str>]) {
     }
 }
 
-/// Whether `text` equals the present `parts` joined by single spaces, without joining them.
-fn is_joined(text: &str, parts: &[Option<&str>]) -> bool {
+/// Whether `text` equals the present `parts` joined by single spaces, without joining them:
+/// `Ok` when it does, else `Err((kept, count))` where the first `count` parts match
+/// `text[..kept]`, so that [`push_joined_from`] after `truncate(kept)` completes the join.
+fn is_joined(text: &str, parts: &[Option<&str>]) -> Result<(), (usize, usize)> {
     let mut rest = text.as_bytes();
+    let mut count = 0;
     for (i, part) in parts.iter().flatten().enumerate() {
+        let kept = text.len() - rest.len();
         if i > 0 {
             match rest.split_first() {
                 Some((b' ', tail)) => rest = tail,
-                _ => return false,
+                _ => return Err((kept, count)),
             }
         }
-        match rest.strip_prefix(part.as_bytes()) {
-            Some(tail) => rest = tail,
-            None => return false,
+        match rest.split_at_checked(part.len()) {
+            Some((head, tail)) if timestamp::same_bytes(head, part.as_bytes()) => rest = tail,
+            _ => return Err((kept, count)),
         }
+        count += 1;
     }
-    rest.is_empty()
+    match rest.is_empty() {
+        true => Ok(()),
+        false => Err((text.len() - rest.len(), count)),
+    }
+}
+
+/// [`push_joined`] of the present `parts` after the first `skip`, onto their join.
+fn push_joined_from(out: &mut String, parts: &[Option<&str>], skip: usize) {
+    for (i, part) in parts.iter().flatten().enumerate().skip(skip) {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(part);
+    }
 }
 
 /// `timestamp::parse` + RFC 3339 rendering of `parts` joined by spaces, remembering the last
 /// answer per thread: log lines come in time order, many per second, so consecutive lines
 /// usually repeat the same text. The key is the full joined text, compared without building
-/// it, so a hit only copies the answer to `out`; a miss renders into the kept buffer. Returns
+/// it, so a hit only copies the answer to `out`; a miss rewrites the key from the first part
+/// that differs and renders into the kept buffer. Returns
 /// whether the text was recognised (and `out` appended to).
 fn push_normalized_timestamp(out: &mut String, parts: &[Option<&str>]) -> bool {
     thread_local! {
@@ -1555,9 +1576,12 @@ fn push_normalized_timestamp(out: &mut String, parts: &[Option<&str>]) -> bool {
             parsed,
             parser,
         } = &mut *last;
-        if key.is_empty() || !is_joined(key, parts) {
-            key.clear();
-            push_joined(key, parts);
+        let joined = is_joined(key, parts);
+        if key.is_empty() || joined.is_err() {
+            // Rewrite only from the first part that differs, usually the time.
+            let (kept, count) = joined.err().unwrap_or_default();
+            key.truncate(kept);
+            push_joined_from(key, parts, count);
             let ts = parser.parse(key);
             *parsed = ts.is_some();
             if let Some(ts) = ts {
@@ -1565,10 +1589,19 @@ fn push_normalized_timestamp(out: &mut String, parts: &[Option<&str>]) -> bool {
             }
         }
         if *parsed {
-            out.push_str(answer.as_str());
+            push_answer(out, answer.as_str());
         }
         *parsed
     })
+}
+
+/// `out.push_str(answer)`, with the usual 24-byte answer copied as a fixed size: inline
+/// moves instead of a `memcpy` call.
+fn push_answer(out: &mut String, answer: &str) {
+    match answer.get(..24) {
+        Some(usual) if answer.len() == 24 => out.push_str(usual),
+        _ => out.push_str(answer),
+    }
 }
 
 /// The last answer of [`push_normalized_timestamp`].
@@ -2721,6 +2754,40 @@ mod tests {
         push_normalized_timestamp(&mut out, parts).then_some(out)
     }
 
+    fn is_joined_ok(text: &str, parts: &[Option<&str>]) -> bool {
+        is_joined(text, parts).is_ok()
+    }
+
+    #[test]
+    fn keys_rewritten_from_the_first_differing_part_equal_the_join() {
+        let keys: [&[Option<&str>]; 12] = [
+            &[Some("2016-09-28"), Some("04:30:30")],
+            &[Some("2016-09-28"), Some("04:30:31")],
+            &[Some("2016-09-28"), Some("04:30:31"), Some("x")],
+            &[Some("2016-09-28"), Some("04:30:31")],
+            &[Some("2016-09-28 04:30:31")],
+            &[Some("2016-09-28"), None, Some("04:30:31")],
+            &[Some("2016-09-28"), Some("")],
+            &[Some("2016-09-28"), Some(""), Some("")],
+            &[Some("2016-09-2"), Some("8")],
+            &[Some("é"), Some("ü")],
+            &[Some("é"), Some("ü\u{301}")],
+            &[],
+        ];
+        let mut key = String::new();
+        for _ in 0..2 {
+            for parts in keys {
+                if let Err((kept, count)) = is_joined(&key, parts) {
+                    key.truncate(kept);
+                    push_joined_from(&mut key, parts, count);
+                }
+                let mut joined = String::new();
+                push_joined(&mut joined, parts);
+                assert_eq!(key, joined, "{parts:?}");
+            }
+        }
+    }
+
     #[test]
     fn timestamp_memo_answers_equal_fresh_parses() {
         let fresh = |parts: &[Option<&str>]| {
@@ -2808,9 +2875,21 @@ mod tests {
         }
         // Half the keys are valid: the comparisons are not all of failures.
         assert!(parsed * 2 >= keys.len(), "{parsed} of {}", keys.len());
-        assert!(is_joined("ab c", &[Some("ab"), Some("c")]));
-        assert!(!is_joined("abc", &[Some("ab"), Some("c")]));
-        assert!(!is_joined("ab c ", &[Some("ab"), Some("c")]));
-        assert!(!is_joined("ab", &[Some("ab"), Some("c")]));
+        assert!(is_joined_ok("ab c", &[Some("ab"), Some("c")]));
+        assert!(!is_joined_ok("abc", &[Some("ab"), Some("c")]));
+        assert!(!is_joined_ok("ab c ", &[Some("ab"), Some("c")]));
+        assert!(!is_joined_ok("ab", &[Some("ab"), Some("c")]));
+        assert!(is_joined_ok(
+            "2016-09-28 04:30:30,123",
+            &[Some("2016-09-28"), Some("04:30:30,123")]
+        ));
+        assert!(!is_joined_ok(
+            "2016-09-28 04:30:30,124",
+            &[Some("2016-09-28"), Some("04:30:30,123")]
+        ));
+        assert!(!is_joined_ok(
+            "2016-09-29 04:30:30,123",
+            &[Some("2016-09-28"), Some("04:30:30,123")]
+        ));
     }
 }

@@ -84,7 +84,10 @@ impl Parser {
         let date = match self.epoch_day {
             Some((known, date)) if known == day => date,
             _ => {
-                let date = DateTime::from_timestamp(secs.checked_sub(of_day)?, 0)?.date_naive();
+                // `DateTime::from_timestamp(secs - of_day, 0)?.date_naive()` without its time
+                // and UTC offset steps. 719,163 is the day number of 1970-01-01 from 0001-01-01.
+                let from_ce = i32::try_from(day.checked_add(719_163)?).ok()?;
+                let date = NaiveDate::from_num_days_from_ce_opt(from_ce)?;
                 self.epoch_day = Some((day, date));
                 date
             }
@@ -130,8 +133,23 @@ impl DateText {
     /// (`2016/9/2 10:00` and `2016/9/27 10:00` share a prefix but not a date).
     fn starts(&self, text: &str) -> bool {
         let text = text.as_bytes();
-        text.get(..self.len) == self.bytes.get(..self.len)
+        text.get(..self.len)
+            .zip(self.bytes.get(..self.len))
+            .is_some_and(|(head, known)| same_bytes(head, known))
             && !text.get(self.len).is_some_and(u8::is_ascii_digit)
+    }
+}
+
+/// Whether `a` and `b` are equal. Timestamp texts are short: up to 16 bytes are compared as
+/// two overlapping words, cheaper than the `memcmp` call a slice comparison makes.
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let word =
+        |bytes: &[u8], at: usize| -> Option<[u8; 8]> { bytes.get(at..at + 8)?.try_into().ok() };
+    match a.len() {
+        len if len != b.len() => false,
+        len @ 8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        0..=7 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
     }
 }
 
@@ -195,7 +213,12 @@ fn head(cur: &mut Cursor, default_year: &dyn Fn() -> i32) -> Option<Head> {
 
 /// `raw` without surrounding whitespace and brackets.
 fn trim(raw: &str) -> &str {
-    trim_ends(raw, |c| c.is_whitespace() || c == '[' || c == ']')
+    // Decided on the end bytes first: the usual text starts and ends with a digit or letter.
+    let settled = |b: &u8| b.is_ascii_alphanumeric();
+    match raw.as_bytes() {
+        [first, .., last] if settled(first) && settled(last) => raw,
+        _ => trim_ends(raw, |c| c.is_whitespace() || c == '[' || c == ']'),
+    }
 }
 
 /// RFC 3339 UTC with milliseconds (`2015-10-18T18:01:47.978Z`) when recognised, else `raw`.
@@ -259,16 +282,12 @@ impl MillisText {
         } else {
             // Keep `yyyy-mm-ddT`.
             text.truncate(11);
-            push_digits::<2>(text, minute / 60);
-            text.push(':');
-            push_digits::<2>(text, minute % 60);
-            text.push(':');
+            push_entry::<3>(text, COLON_PAIRS, minute / 60);
+            push_entry::<3>(text, COLON_PAIRS, minute % 60);
             self.minute = Some(minute);
         }
-        push_digits::<2>(text, seconds % 60);
-        text.push('.');
-        push_digits::<3>(text, millis.min(999));
-        text.push('Z');
+        push_entry::<3>(text, DOT_PAIRS, seconds % 60);
+        push_entry::<4>(text, MILLIS_Z, millis.min(999));
     }
 
     /// Makes the text `yyyy-mm-ddT` of `date`, or empty and `false` for a year outside
@@ -293,6 +312,53 @@ impl MillisText {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+}
+
+/// Appends entry `index` of `table`, whose entries are `W` bytes long: one copy of a known
+/// size, where writing the digits and separators one by one costs several times more.
+/// Nothing for an index past the table (callers' values are in range).
+fn push_entry<const W: usize>(out: &mut String, table: &str, index: u32) {
+    let Ok(at) = usize::try_from(index) else {
+        return;
+    };
+    if let Some(entry) = table.get(at * W..at * W + W) {
+        out.push_str(entry);
+    }
+}
+
+/// `00:`, `01:`, … `99:`: two digits and the separator after them.
+const COLON_PAIRS: &str = ascii(&digit_table::<300>(2, b':'));
+/// `00.`, `01.`, … `99.`.
+const DOT_PAIRS: &str = ascii(&digit_table::<300>(2, b'.'));
+/// `000Z`, `001Z`, … `999Z`: millis and the zone that ends the text.
+const MILLIS_Z: &str = ascii(&digit_table::<4000>(3, b'Z'));
+
+/// The numbers from 0, each as `digits` zero-padded digits then `suffix`, as many as fit in
+/// `LEN` bytes. Evaluated at compile time.
+const fn digit_table<const LEN: usize>(digits: usize, suffix: u8) -> [u8; LEN] {
+    let mut table = [0; LEN];
+    let width = digits + 1;
+    let mut number = 0;
+    while (number + 1) * width <= LEN {
+        let mut rest = number;
+        let mut at = digits;
+        while at > 0 {
+            at -= 1;
+            table[number * width + at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        table[number * width + digits] = suffix;
+        number += 1;
+    }
+    table
+}
+
+/// `bytes` as text; evaluated at compile time, where non-UTF-8 stops the build.
+const fn ascii(bytes: &'static [u8]) -> &'static str {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(_) => panic!("not UTF-8"),
     }
 }
 
@@ -631,6 +697,14 @@ fn any_clock(cur: &mut Cursor) -> Option<(u32, u32, u32)> {
 /// A digit run read as a decimal fraction of a second, in nanoseconds (digits past 9 dropped).
 /// One pass: the run is read as it is measured.
 fn fraction(cur: &mut Cursor) -> Option<u32> {
+    // The usual millis first: three digits read at fixed positions, then no digit.
+    if let Some(&[a, b, c]) = cur.bytes.get(cur.pos..cur.pos + 3) {
+        let next_is_digit = cur.bytes.get(cur.pos + 3).is_some_and(u8::is_ascii_digit);
+        if let (Some(tens), Some(ones), false) = (pair(a, b), pair(b'0', c), next_is_digit) {
+            cur.pos += 3;
+            return Some((tens * 10 + ones) * 1_000_000);
+        }
+    }
     // A table instead of `10u32.pow`, which loops.
     const SCALE: [u32; 10] = [
         1_000_000_000,
@@ -750,53 +824,62 @@ const WEEKDAYS: [&[u8]; 7] = [
     b"sunday",
 ];
 
-/// The first three letters of each name, as [`stem`] gives them.
-const MONTH_STEMS: [u32; 12] = stems(MONTHS);
-const WEEKDAY_STEMS: [u32; 7] = stems(WEEKDAYS);
-
-/// Evaluated at compile time; every name is lowercase and at least three letters long.
-const fn stems<const N: usize>(names: [&[u8]; N]) -> [u32; N] {
-    let mut out = [0; N];
-    let mut i = 0;
-    while i < N {
-        let name = names[i];
-        out[i] = u32::from_le_bytes([name[0], name[1], name[2], 0]);
-        i += 1;
-    }
-    out
-}
-
-/// The first three bytes of `word`, lowercased, as one number: every form of a name that
-/// [`name_index`] accepts shares them with the name, so one comparison rules most names out.
-fn stem(word: &[u8]) -> Option<u32> {
+/// The first three bytes of `word`, lowercased: every form of a name that [`is_form_of`]
+/// accepts shares them with the name, and no two months or weekdays share them.
+fn stem(word: &[u8]) -> Option<[u8; 3]> {
     let [a, b, c, ..] = *word else {
         return None;
     };
-    let lower = u8::to_ascii_lowercase;
-    Some(u32::from_le_bytes([lower(&a), lower(&b), lower(&c), 0]))
+    Some([a, b, c].map(|byte| byte.to_ascii_lowercase()))
 }
 
-/// Whether `word` is a full name from `names` (lowercase, with their `stems`) or its
-/// three-letter abbreviation (`Sept` too).
-fn name_index(names: &[&[u8]], stems: &[u32], word: &[u8]) -> Option<usize> {
-    let stem = stem(word)?;
-    let is_form_of = |name: &[u8]| {
-        word.len() == 3
-            || name.eq_ignore_ascii_case(word)
-            || (word.len() == 4 && name.len() > 4 && name[..4].eq_ignore_ascii_case(word))
-    };
-    stems
-        .iter()
-        .zip(names)
-        .position(|(&name_stem, name)| name_stem == stem && is_form_of(name))
+/// Whether `word` is the full `name` (lowercase) or its three-letter abbreviation (`Sept`
+/// too), given that it starts with the name's [`stem`].
+fn is_form_of(name: &[u8], word: &[u8]) -> bool {
+    word.len() == 3
+        || name.eq_ignore_ascii_case(word)
+        || (word.len() == 4 && name.len() > 4 && name[..4].eq_ignore_ascii_case(word))
 }
 
+/// The month (1–12) `word` names. The stem is matched as a literal, a few byte comparisons,
+/// where a scan of the names costs a comparison per name.
 fn month_number(word: &[u8]) -> Option<u32> {
-    name_index(&MONTHS, &MONTH_STEMS, word).and_then(|i| u32::try_from(i + 1).ok())
+    let index: u32 = match &stem(word)? {
+        b"jan" => 0,
+        b"feb" => 1,
+        b"mar" => 2,
+        b"apr" => 3,
+        b"may" => 4,
+        b"jun" => 5,
+        b"jul" => 6,
+        b"aug" => 7,
+        b"sep" => 8,
+        b"oct" => 9,
+        b"nov" => 10,
+        b"dec" => 11,
+        _ => return None,
+    };
+    let name = MONTHS.get(usize::try_from(index).ok()?)?;
+    is_form_of(name, word).then_some(index + 1)
 }
 
 fn is_weekday(word: &[u8]) -> bool {
-    name_index(&WEEKDAYS, &WEEKDAY_STEMS, word).is_some()
+    let Some(stem) = stem(word) else {
+        return false;
+    };
+    let index = match &stem {
+        b"mon" => 0,
+        b"tue" => 1,
+        b"wed" => 2,
+        b"thu" => 3,
+        b"fri" => 4,
+        b"sat" => 5,
+        b"sun" => 6,
+        _ => return false,
+    };
+    WEEKDAYS
+        .get(index)
+        .is_some_and(|name| is_form_of(name, word))
 }
 
 #[cfg(test)]
@@ -1089,11 +1172,18 @@ mod tests {
 
     #[test]
     fn kept_millis_text_equals_chrono_within_a_day() {
-        // Same minute, next second, next minute, the same minute of the next hour and of the
-        // next day, back to an earlier minute.
+        // Same second, same minute, next second, next minute, the same minute of the next hour
+        // and of the next day, the same second of another minute and of the next day, back to
+        // an earlier minute and second.
         let times = [
+            (0, 0, 0, 5),
             (18, 5, 1, 978),
             (18, 5, 1, 979),
+            (18, 5, 1, 979),
+            (18, 5, 1, 0),
+            (18, 6, 1, 0),
+            (19, 6, 1, 0),
+            (18, 5, 1, 999),
             (18, 5, 2, 0),
             (18, 5, 59, 999),
             (18, 6, 0, 0),
@@ -1317,6 +1407,160 @@ mod tests {
         let got = parse("Jun 14 15:16:01").map(|ts| ts.year());
         // Around New Year the clock may tick between the two calls.
         assert!(got == Some(year) || got == Some(year + 1), "{got:?}");
+    }
+
+    #[test]
+    fn same_bytes_equals_slice_comparison() {
+        let text = b"2016-09-28 04:30:30,123456789 +02:00";
+        let copy = *text;
+        for len in 0..=text.len() {
+            let a = &text[..len];
+            // Equal bytes at another address.
+            assert!(same_bytes(a, &copy[..len]), "{len}");
+            for at in 0..len {
+                let mut b = a.to_vec();
+                b[at] ^= 1;
+                assert!(!same_bytes(a, &b), "{len} {at}");
+            }
+            if len > 0 {
+                assert!(!same_bytes(a, &text[..len - 1]), "{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn epoch_days_equal_chrono() {
+        // Day ends both sides of the epoch, a leap day, the ends of chrono's range and past
+        // them, repeated so that the kept day is reused too.
+        let secs = [
+            0,
+            86_399,
+            86_400,
+            -1,
+            -86_400,
+            -86_401,
+            951_782_400,
+            951_868_799,
+            1_077_804_742,
+            253_402_300_799,
+            253_402_300_800,
+            -62_167_219_200,
+            8_210_298_412_799,
+            8_210_298_412_800,
+            -8_334_601_228_800,
+            -8_334_601_228_801,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ];
+        let mut parser = Parser::new();
+        for _ in 0..2 {
+            for secs in secs {
+                for nanos in [0, 999_999_999, 1_500_000_000] {
+                    let want = DateTime::from_timestamp(secs, nanos);
+                    assert_eq!(parser.epoch(secs, nanos), want, "{secs} {nanos}");
+                    assert_eq!(parser.epoch(secs, nanos), want, "{secs} {nanos}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn month_and_weekday_names_equal_a_scan_of_the_names() {
+        // The first name whose first three letters the word starts with (any case), when the
+        // word is a form of it.
+        let scan = |names: &[&[u8]], word: &[u8]| {
+            names.iter().position(|name| {
+                word.len() >= 3 && name[..3].eq_ignore_ascii_case(&word[..3]) && {
+                    word.len() == 3
+                        || name.eq_ignore_ascii_case(word)
+                        || (word.len() == 4
+                            && name.len() > 4
+                            && name[..4].eq_ignore_ascii_case(word))
+                }
+            })
+        };
+        let mut words: Vec<Vec<u8>> = vec![b"".to_vec(), b"Foo".to_vec(), b"j\xe9n".to_vec()];
+        for name in MONTHS.iter().chain(&WEEKDAYS) {
+            for len in 0..=name.len() {
+                for tail in [&b""[..], b"x", b"1", b"s"] {
+                    let word = [&name[..len], tail].concat();
+                    words.push(word.to_ascii_uppercase());
+                    let mut title = word.clone();
+                    if let Some(first) = title.first_mut() {
+                        *first = first.to_ascii_uppercase();
+                    }
+                    words.push(title);
+                    words.push(word);
+                }
+            }
+        }
+        for word in &words {
+            let want = scan(&MONTHS, word).and_then(|i| u32::try_from(i + 1).ok());
+            assert_eq!(month_number(word), want, "{word:?}");
+            assert_eq!(
+                is_weekday(word),
+                scan(&WEEKDAYS, word).is_some(),
+                "{word:?}"
+            );
+        }
+        assert_eq!(month_number(b"Sept"), Some(9));
+        assert_eq!(month_number(b"DECEMBER"), Some(12));
+        assert!(!is_weekday(b"Thurs") && is_weekday(b"Thu"));
+    }
+
+    #[test]
+    fn trim_equals_trimming_every_char() {
+        fn slow(raw: &str) -> &str {
+            trim_ends(raw, |c| c.is_whitespace() || c == '[' || c == ']')
+        }
+        let ends = [
+            "", " ", "\t", "[", "]", "\u{a0}", "\u{3000}", "é", "a", "1", "Z", ".", "[ ",
+        ];
+        for start in ends {
+            for end in ends {
+                for middle in ["", "a", "1", "2015-10-18 18:01:47", " ", "]["] {
+                    let raw = format!("{start}{middle}{end}");
+                    assert_eq!(trim(&raw), slow(&raw), "{raw:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn digit_tables_hold_every_number() {
+        let entry = |table: &str, width: usize, i: usize| table[i * width..][..width].to_owned();
+        assert_eq!(
+            (COLON_PAIRS.len(), DOT_PAIRS.len(), MILLIS_Z.len()),
+            (300, 300, 4000)
+        );
+        for i in 0..100 {
+            assert_eq!(entry(COLON_PAIRS, 3, i), format!("{i:02}:"));
+            assert_eq!(entry(DOT_PAIRS, 3, i), format!("{i:02}."));
+        }
+        for i in 0..1000 {
+            assert_eq!(entry(MILLIS_Z, 4, i), format!("{i:03}Z"));
+        }
+        let mut out = String::new();
+        push_entry::<3>(&mut out, COLON_PAIRS, 100);
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn fractions_are_the_first_nine_digits() {
+        let digits = "978123456789";
+        for len in 0..=digits.len() {
+            for tail in ["", "Z", " +02:00", "x"] {
+                let text = format!("{}{tail}", &digits[..len]);
+                let mut cur = Cursor::new(&text);
+                let nine = format!("{:0<9}", &digits[..len.min(9)]);
+                let want = (len > 0).then(|| nine.parse::<u32>().ok()).flatten();
+                assert_eq!(fraction(&mut cur), want, "{text}");
+                assert_eq!(cur.pos, len, "{text}");
+            }
+        }
+        let mut cur = Cursor::new("97a");
+        assert_eq!((fraction(&mut cur), cur.pos), (Some(970_000_000), 2));
     }
 
     #[test]
