@@ -1,7 +1,8 @@
 //! Parse-path throughput on one core: header format + masking + template mining + anomaly +
 //! risk over the 8 Loghub 2k samples concatenated and repeated to at least 5M lines, with the
-//! lines already in memory (no file I/O). In the same run, Drain3 (Python, default config)
-//! parses a slice of the same stream, and the ratio is printed.
+//! lines already in memory (no file I/O). Right after, Drain3 (Python, default config) parses a
+//! slice of the same stream; the two alternate for `--rounds` rounds (3 by default), and the
+//! ratio of each round and their median are printed, since this machine's speed drifts.
 //!
 //! Run: `scripts/bench.sh throughput` (sets up the Drain3 venv), or
 //! `cargo run --release -p logsight-benches --bin throughput -- [--lines N] [--drain3-lines N]`.
@@ -22,13 +23,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Measures single-core parse-path throughput in lines/s, against Drain3.
 ///
 /// Header format, masking, template mining, anomaly and risk run over the eight Loghub 2k
-/// samples repeated, already in memory. In the same run Drain3 (Python, default config) parses
-/// a slice of the same stream, and the ratio is printed.
+/// samples repeated, already in memory. Right after, Drain3 (Python, default config) parses a
+/// slice of the same stream; each round prints both and their ratio, and the end their median.
 #[derive(Parser)]
 #[command(after_help = "\
 Examples:
   scripts/bench.sh throughput
-  scripts/bench.sh throughput --lines 1000000 --drain3-lines 20000
+  scripts/bench.sh throughput --lines 1000000 --drain3-lines 20000 --rounds 5
   cargo run --release -p logsight-benches --bin throughput -- --lines 1000000
 
 scripts/bench.sh installs Drain3 into a venv and passes its Python.")]
@@ -36,6 +37,9 @@ struct Args {
     /// Lines to parse: the samples are repeated whole until there are at least this many.
     #[arg(long, value_name = "N", default_value_t = 5_000_000)]
     lines: usize,
+    /// Rounds of both measurements, back to back; the median ratio is printed at the end.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Lines of the same stream to feed Drain3.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     drain3_lines: usize,
@@ -55,40 +59,78 @@ fn main() -> std::process::ExitCode {
 
 fn bench(args: Args) -> Result<()> {
     let config = AnalyticsConfig::default();
-    // (dataset index, raw line) of one pass over the 8 datasets.
+    // (dataset index, raw line) of one pass over the 8 datasets, and each dataset's formats.
     let mut corpus: Vec<(usize, String)> = Vec::new();
-    let mut analyzers = Vec::new();
+    let mut formats = Vec::new();
     for (i, name) in DATASETS.iter().enumerate() {
         let data = load(name)?;
-        let formats = FormatSet::resolve(&name.to_lowercase())?;
-        analyzers.push(LineAnalyzer::new(&config, Some(formats))?);
+        formats.push(FormatSet::resolve(&name.to_lowercase())?);
         corpus.extend(data.raw_lines.into_iter().map(|l| (i, l)));
     }
     let repeats = args.lines.div_ceil(corpus.len());
     let total = repeats * corpus.len();
+    let mut ratios = Vec::new();
+    for round in 1..=args.rounds {
+        // Fresh analyzers each round, so rounds measure the same work.
+        let mut analyzers = formats
+            .iter()
+            .map(|f| LineAnalyzer::new(&config, Some(f.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (secs, checksum) = parse_all(&mut analyzers, &corpus, repeats);
+        let ours = total as f64 / secs;
+        println!(
+            "round {round}: logsight parse path: {total} lines in {secs:.2} s = {ours:.0} lines/s \
+             (one core; checksum {checksum})"
+        );
+        match drain3_rate(&args, &corpus) {
+            Ok((n, rate)) => {
+                let ratio = ours / rate;
+                println!("round {round}: Drain3 (default config): {n} lines = {rate:.0} lines/s");
+                println!("round {round}: ratio logsight / Drain3: {ratio:.1}x");
+                ratios.push(ratio);
+            }
+            Err(e) => {
+                println!("Drain3 baseline not run: {e:#} (run scripts/bench.sh to set it up)");
+                return Ok(());
+            }
+        }
+    }
+    if let Some(summary) = summarize(&mut ratios) {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// Runs every line `repeats` times, one result at a time with its buffers reused, as
+/// `logsight parse` does; returns the seconds taken and a checksum of the results.
+fn parse_all(
+    analyzers: &mut [LineAnalyzer],
+    corpus: &[(usize, String)],
+    repeats: usize,
+) -> (f64, u64) {
     let mut checksum = 0u64;
-    // One result at a time, its buffers reused, as `logsight parse` does.
     let mut out = AnalyzedLine::empty();
     let start = Instant::now();
     for _ in 0..repeats {
-        for (i, line) in &corpus {
+        for (i, line) in corpus {
             analyzers[*i].analyze_line_into("bench", line, &mut out);
             let r = &out.result;
             checksum = checksum.wrapping_add(u64::from(r.risk_score) + r.params.len() as u64);
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    let ours = total as f64 / secs;
-    println!("logsight parse path: {total} lines in {secs:.2} s = {ours:.0} lines/s (one core; checksum {checksum})");
+    (start.elapsed().as_secs_f64(), checksum)
+}
 
-    match drain3_rate(&args, &corpus) {
-        Ok((n, rate)) => {
-            println!("Drain3 (default config): {n} lines = {rate:.0} lines/s");
-            println!("ratio logsight / Drain3: {:.1}x", ours / rate);
-        }
-        Err(e) => println!("Drain3 baseline not run: {e:#} (run scripts/bench.sh to set it up)"),
-    }
-    Ok(())
+/// The median and range of the rounds' ratios (each measured back to back, so both sides
+/// saw the same machine), or None without rounds.
+fn summarize(ratios: &mut [f64]) -> Option<String> {
+    ratios.sort_by(f64::total_cmp);
+    let (first, last) = (ratios.first()?, ratios.last()?);
+    let median = ratios[ratios.len() / 2];
+    Some(format!(
+        "ratio logsight / Drain3 over {} rounds: median {median:.1}x (range {first:.1}–{last:.1}x)",
+        ratios.len()
+    ))
 }
 
 /// Feeds the first `drain3_lines` lines of the stream (the Content part is left to Drain3, which
