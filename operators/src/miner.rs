@@ -143,6 +143,14 @@ pub struct Template {
     /// against many templates must not re-scan tokens for wildcards.
     #[serde(skip)]
     shapes: Vec<Shape>,
+    /// Whether every shape is [`Shape::Exact`] (derived, like `shapes`): the line's params are
+    /// then all its masked values, taken without walking the tokens.
+    #[serde(skip)]
+    exact_only: bool,
+}
+
+fn all_exact(shapes: &[Shape]) -> bool {
+    shapes.iter().all(|s| matches!(s, Shape::Exact { .. }))
 }
 
 /// How a template token matches a line token.
@@ -190,7 +198,8 @@ impl Shape {
 impl Template {
     fn new(id: TemplateId, tokens: Vec<String>, clock: u64) -> Self {
         let text = tokens.join(" ").into();
-        let shapes = tokens.iter().map(|t| Shape::of(t)).collect();
+        let shapes: Vec<Shape> = tokens.iter().map(|t| Shape::of(t)).collect();
+        let exact_only = all_exact(&shapes);
         Template {
             id,
             id_text: format_template_id(id).into(),
@@ -199,12 +208,14 @@ impl Template {
             count: 0,
             last_seen: clock,
             shapes,
+            exact_only,
         }
     }
 
     /// Rebuilds what snapshots leave out: the shapes and the id's text.
     fn rebuild_derived(&mut self) {
         self.shapes = self.tokens.iter().map(|t| Shape::of(t)).collect();
+        self.exact_only = all_exact(&self.shapes);
         self.id_text = format_template_id(self.id).into();
     }
 
@@ -228,6 +239,7 @@ impl Template {
         }
         if changed {
             self.text = self.tokens.join(" ").into();
+            self.exact_only = all_exact(&self.shapes);
         }
         changed
     }
@@ -612,6 +624,16 @@ fn extract_params(template: &Template, msg: &MaskedMessage, mut params: Params) 
     };
     params.clear();
     params.reserve(msg.value_count() + 1, room);
+    if template.exact_only {
+        // Every token takes its own values and the line has as many tokens as the template:
+        // the params are all the masked values, in order.
+        for k in 0..msg.value_count() {
+            if let Some((_, s, e)) = msg.value(k) {
+                params.push(&msg.text[s as usize..e as usize]);
+            }
+        }
+        return params;
+    }
     // Masked values are in token order: one cursor walks them alongside the tokens.
     let mut next_index = 0;
     let mut next_value = msg.value(0);
@@ -1127,6 +1149,40 @@ mod tests {
             }
         }
         params
+    }
+
+    /// With named masks (`<:NAME:>`), exact tokens hold masked values: templates without a
+    /// wildcard or pattern take the line's values directly, in order.
+    #[test]
+    fn exact_only_templates_take_every_masked_value() {
+        let masker = Masker::new(&crate::mask::MaskConfig::default(), true, true)
+            .expect("default masks compile");
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        let sample = include_str!("../../configs/samples/HDFS_2k.log");
+        let mut exact_with_params = 0;
+        for line in sample
+            .lines()
+            .chain(["ping (id=7) port:80 ok", "ping (id=9) port:81 ok"])
+        {
+            let msg = masker.mask(line);
+            let outcome = m.add("app", &msg);
+            let key = shard_key("app", &msg);
+            let template = m.shards[&key]
+                .templates
+                .iter()
+                .find(|t| t.id == outcome.template_id)
+                .expect("the matched template is in its shard");
+            assert_eq!(template.exact_only, all_exact(&template.shapes));
+            assert_eq!(
+                outcome.params.to_vec(),
+                reference_params(template, &msg),
+                "{line}"
+            );
+            if template.exact_only && outcome.params.len() > 1 {
+                exact_with_params += 1;
+            }
+        }
+        assert!(exact_with_params > 0, "the fast path never ran");
     }
 
     /// The params of every line, cache hit or not, equal what comparing every token's text
