@@ -93,7 +93,7 @@ pub fn shard_key(index: &str, msg: &MaskedMessage) -> u64 {
     let mut h = Fnv64::new();
     h.write(index.as_bytes());
     h.write(&[0xff]);
-    h.write(&(msg.len() as u64).to_le_bytes());
+    h.write_u64_le(msg.len() as u64);
     h.write(first_token_key(msg).as_bytes());
     h.finish()
 }
@@ -143,6 +143,14 @@ pub struct Template {
     /// against many templates must not re-scan tokens for wildcards.
     #[serde(skip)]
     shapes: Vec<Shape>,
+    /// Whether every shape is [`Shape::Exact`] (derived, like `shapes`): the line's params are
+    /// then all its masked values, taken without walking the tokens.
+    #[serde(skip)]
+    exact_only: bool,
+}
+
+fn all_exact(shapes: &[Shape]) -> bool {
+    shapes.iter().all(|s| matches!(s, Shape::Exact { .. }))
 }
 
 /// How a template token matches a line token.
@@ -190,7 +198,8 @@ impl Shape {
 impl Template {
     fn new(id: TemplateId, tokens: Vec<String>, clock: u64) -> Self {
         let text = tokens.join(" ").into();
-        let shapes = tokens.iter().map(|t| Shape::of(t)).collect();
+        let shapes: Vec<Shape> = tokens.iter().map(|t| Shape::of(t)).collect();
+        let exact_only = all_exact(&shapes);
         Template {
             id,
             id_text: format_template_id(id).into(),
@@ -199,12 +208,14 @@ impl Template {
             count: 0,
             last_seen: clock,
             shapes,
+            exact_only,
         }
     }
 
     /// Rebuilds what snapshots leave out: the shapes and the id's text.
     fn rebuild_derived(&mut self) {
         self.shapes = self.tokens.iter().map(|t| Shape::of(t)).collect();
+        self.exact_only = all_exact(&self.shapes);
         self.id_text = format_template_id(self.id).into();
     }
 
@@ -228,6 +239,7 @@ impl Template {
         }
         if changed {
             self.text = self.tokens.join(" ").into();
+            self.exact_only = all_exact(&self.shapes);
         }
         changed
     }
@@ -612,6 +624,16 @@ fn extract_params(template: &Template, msg: &MaskedMessage, mut params: Params) 
     };
     params.clear();
     params.reserve(msg.value_count() + 1, room);
+    if template.exact_only {
+        // Every token takes its own values and the line has as many tokens as the template:
+        // the params are all the masked values, in order.
+        for k in 0..msg.value_count() {
+            if let Some((_, s, e)) = msg.value(k) {
+                params.push(&msg.text[s as usize..e as usize]);
+            }
+        }
+        return params;
+    }
     // Masked values are in token order: one cursor walks them alongside the tokens.
     let mut next_index = 0;
     let mut next_value = msg.value(0);
@@ -693,6 +715,28 @@ impl Fnv64 {
             h = (h ^ u64::from(b)).wrapping_mul(PRIME);
         }
         self.0 = h;
+    }
+
+    /// `write(&value.to_le_bytes())`. Below 256 the seven high bytes are zero, and FNV-1a of a
+    /// zero byte is one multiplication by the prime: the seven fold into one by `PRIME^7`.
+    pub fn write_u64_le(&mut self, value: u64) {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        const PRIME_POW7: u64 = {
+            let mut p = 1u64;
+            let mut i = 0;
+            while i < 7 {
+                p = p.wrapping_mul(PRIME);
+                i += 1;
+            }
+            p
+        };
+        if value < 256 {
+            self.0 = (self.0 ^ value)
+                .wrapping_mul(PRIME)
+                .wrapping_mul(PRIME_POW7);
+        } else {
+            self.write(&value.to_le_bytes());
+        }
     }
 
     pub fn finish(&self) -> u64 {
@@ -795,6 +839,18 @@ mod tests {
         }
         // The check above must have run on most lines, or it proves nothing.
         assert!(hits * 2 > total, "{hits} cache hits in {total} lines");
+    }
+
+    #[test]
+    fn fnv_u64_shortcut_equals_writing_the_bytes() {
+        for value in [0u64, 1, 7, 255, 256, 257, 65_535, 1 << 40, u64::MAX] {
+            let mut a = Fnv64::new();
+            a.write(b"idx");
+            let mut b = a;
+            a.write(&value.to_le_bytes());
+            b.write_u64_le(value);
+            assert_eq!(a.finish(), b.finish(), "{value}");
+        }
     }
 
     #[test]
@@ -1093,6 +1149,40 @@ mod tests {
             }
         }
         params
+    }
+
+    /// With named masks (`<:NAME:>`), exact tokens hold masked values: templates without a
+    /// wildcard or pattern take the line's values directly, in order.
+    #[test]
+    fn exact_only_templates_take_every_masked_value() {
+        let masker = Masker::new(&crate::mask::MaskConfig::default(), true, true)
+            .expect("default masks compile");
+        let mut m = TemplateMiner::new(MinerConfig::default());
+        let sample = include_str!("../../configs/samples/HDFS_2k.log");
+        let mut exact_with_params = 0;
+        for line in sample
+            .lines()
+            .chain(["ping (id=7) port:80 ok", "ping (id=9) port:81 ok"])
+        {
+            let msg = masker.mask(line);
+            let outcome = m.add("app", &msg);
+            let key = shard_key("app", &msg);
+            let template = m.shards[&key]
+                .templates
+                .iter()
+                .find(|t| t.id == outcome.template_id)
+                .expect("the matched template is in its shard");
+            assert_eq!(template.exact_only, all_exact(&template.shapes));
+            assert_eq!(
+                outcome.params.to_vec(),
+                reference_params(template, &msg),
+                "{line}"
+            );
+            if template.exact_only && outcome.params.len() > 1 {
+                exact_with_params += 1;
+            }
+        }
+        assert!(exact_with_params > 0, "the fast path never ran");
     }
 
     /// The params of every line, cache hit or not, equal what comparing every token's text
