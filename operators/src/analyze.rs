@@ -142,9 +142,17 @@ impl ShardMiner {
 
 /// The result of a mined line, before [`Scorer`].
 fn unscored_result(log: LogRecord, mined: MineOutcome) -> ResultRecord {
-    let mut result = ResultRecord::unanalyzed(log);
-    set_mined(&mut result, mined);
-    result
+    ResultRecord {
+        log,
+        template: mined.template,
+        template_id: mined.template_id_text,
+        params: mined.params,
+        prediction: 0,
+        anomaly_score: 0.0,
+        risk_score: 0,
+        added_state: u8::from(mined.added),
+        ingest_timestamp: None,
+    }
 }
 
 /// Sets everything in `result` but its log from `mined`, the scores to 0 for [`Scorer`].
