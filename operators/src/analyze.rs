@@ -415,25 +415,6 @@ mod tests {
     }
 
     #[test]
-    fn canonical_level_names_parse_back_to_their_level() {
-        // `decode_into` stores a recognised level as its canonical name and hands the parsed
-        // level to `Scorer::score_with_level`; `Scorer::score` parses the stored name.
-        for level in [
-            Level::Trace,
-            Level::Debug,
-            Level::Info,
-            Level::Notice,
-            Level::Warning,
-            Level::Error,
-            Level::Critical,
-            Level::Fatal,
-            Level::Fault,
-        ] {
-            assert_eq!(Level::parse(level.as_str()), level);
-        }
-    }
-
-    #[test]
     fn cached_vocabulary_evidence_follows_the_template_text_not_its_address() {
         let config = AnalyticsConfig::default();
         let mut scorer = Scorer::new(&config);

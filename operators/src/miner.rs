@@ -754,6 +754,19 @@ impl Default for Fnv64 {
 mod tests {
     use super::*;
 
+    /// The template `outcome` reports for `msg`, looked up in its shard.
+    fn matched_template<'a>(
+        m: &'a TemplateMiner,
+        msg: &MaskedMessage,
+        outcome: &MineOutcome,
+    ) -> &'a Template {
+        m.shards[&shard_key("app", msg)]
+            .templates
+            .iter()
+            .find(|t| t.id == outcome.template_id)
+            .expect("the matched template is in its shard")
+    }
+
     use crate::mask::Masker;
     use crate::rng::XorShift64;
 
@@ -1166,12 +1179,7 @@ mod tests {
         {
             let msg = masker.mask(line);
             let outcome = m.add("app", &msg);
-            let key = shard_key("app", &msg);
-            let template = m.shards[&key]
-                .templates
-                .iter()
-                .find(|t| t.id == outcome.template_id)
-                .expect("the matched template is in its shard");
+            let template = matched_template(&m, &msg, &outcome);
             assert_eq!(template.exact_only, all_exact(&template.shapes));
             assert_eq!(
                 outcome.params.to_vec(),
@@ -1221,12 +1229,7 @@ mod tests {
         for line in sample.lines().chain(random.iter().map(String::as_str)) {
             let msg = masker.mask(line);
             let outcome = m.add("app", &msg);
-            let key = shard_key("app", &msg);
-            let template = m.shards[&key]
-                .templates
-                .iter()
-                .find(|t| t.id == outcome.template_id)
-                .expect("the matched template is in its shard");
+            let template = matched_template(&m, &msg, &outcome);
             assert_eq!(
                 outcome.params.to_vec(),
                 reference_params(template, &msg),
