@@ -155,7 +155,9 @@ fn unscored_result(log: LogRecord, mined: MineOutcome) -> ResultRecord {
     }
 }
 
-/// Sets everything in `result` but its log from `mined`, the scores to 0 for [`Scorer`].
+/// Sets everything in `result` but its log from `mined`, the scores to 0 for [`Scorer`]: the
+/// fields of [`unscored_result`], assigned one by one because rebuilding the whole record
+/// would move its log out and back on every line.
 fn set_mined(result: &mut ResultRecord, mined: MineOutcome) {
     result.template = mined.template;
     result.template_id = mined.template_id_text;
@@ -404,7 +406,7 @@ mod tests {
             assert_eq!(out, expected, "line {round}: {line}");
         }
         assert_eq!(mismatches, 4);
-        // The fresh results come from `to_record` + `analyze_record` too.
+        // A `to_record` decode analyzed by `analyze_record` gives the same result.
         let mut other = LineAnalyzer::new(&config, None).unwrap();
         let decoded = crate::format::to_record(formats().as_ref(), lines[0]);
         let mut again = LineAnalyzer::new(&config, formats()).unwrap();

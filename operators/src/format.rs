@@ -1507,12 +1507,7 @@ fn timestamp_of(matched: &Matched, mut buffer: String) -> Option<String> {
 
 /// Appends the present `parts` separated by single spaces.
 fn push_joined(out: &mut String, parts: &[Option<&str>]) {
-    for (i, part) in parts.iter().flatten().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(part);
-    }
+    push_joined_from(out, parts, 0);
 }
 
 /// Whether `text` equals the present `parts` joined by single spaces, without joining them:
@@ -1541,7 +1536,9 @@ fn is_joined(text: &str, parts: &[Option<&str>]) -> Result<(), (usize, usize)> {
     }
 }
 
-/// [`push_joined`] of the present `parts` after the first `skip`, onto their join.
+/// The rest of [`push_joined`] of `parts` after the first `skip` present ones, appended to
+/// their join.
+#[inline]
 fn push_joined_from(out: &mut String, parts: &[Option<&str>], skip: usize) {
     for (i, part) in parts.iter().flatten().enumerate().skip(skip) {
         if i > 0 {

@@ -697,22 +697,24 @@ fn template_id(index: &str, key: u64, msg: &MaskedMessage) -> TemplateId {
 pub struct Fnv64(u64);
 
 impl Fnv64 {
+    /// The 64-bit FNV prime.
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
     pub fn new() -> Self {
         Fnv64(0xcbf2_9ce4_8422_2325)
     }
 
     pub fn write(&mut self, bytes: &[u8]) {
-        const PRIME: u64 = 0x0000_0100_0000_01b3;
         // Byte by byte as FNV-1a defines it, four bytes per loop turn to save loop overhead.
         let mut h = self.0;
         let mut quads = bytes.chunks_exact(4);
         for quad in &mut quads {
             for &b in quad {
-                h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+                h = (h ^ u64::from(b)).wrapping_mul(Self::PRIME);
             }
         }
         for &b in quads.remainder() {
-            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+            h = (h ^ u64::from(b)).wrapping_mul(Self::PRIME);
         }
         self.0 = h;
     }
@@ -720,19 +722,18 @@ impl Fnv64 {
     /// `write(&value.to_le_bytes())`. Below 256 the seven high bytes are zero, and FNV-1a of a
     /// zero byte is one multiplication by the prime: the seven fold into one by `PRIME^7`.
     pub fn write_u64_le(&mut self, value: u64) {
-        const PRIME: u64 = 0x0000_0100_0000_01b3;
         const PRIME_POW7: u64 = {
             let mut p = 1u64;
             let mut i = 0;
             while i < 7 {
-                p = p.wrapping_mul(PRIME);
+                p = p.wrapping_mul(Fnv64::PRIME);
                 i += 1;
             }
             p
         };
         if value < 256 {
             self.0 = (self.0 ^ value)
-                .wrapping_mul(PRIME)
+                .wrapping_mul(Self::PRIME)
                 .wrapping_mul(PRIME_POW7);
         } else {
             self.write(&value.to_le_bytes());
@@ -753,6 +754,8 @@ impl Default for Fnv64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mask::Masker;
+    use crate::rng::XorShift64;
 
     /// The template `outcome` reports for `msg`, looked up in its shard.
     fn matched_template<'a>(
@@ -766,9 +769,6 @@ mod tests {
             .find(|t| t.id == outcome.template_id)
             .expect("the matched template is in its shard")
     }
-
-    use crate::mask::Masker;
-    use crate::rng::XorShift64;
 
     #[test]
     fn hex16_matches_format() {

@@ -77,14 +77,6 @@ impl FieldNames {
         }
         all
     }
-
-    pub fn len(&self) -> usize {
-        self.fields.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
 }
 
 /// A text offset as stored in spans. Lines over 4 GiB are quarantined long before they get
@@ -186,9 +178,10 @@ impl HeaderFields {
         if !spans.len().is_multiple_of(4) {
             return None;
         }
-        let fits = spans.chunks_exact(2).all(|span| {
-            span[0] <= span[1] && text.get(span[0] as usize..span[1] as usize).is_some()
-        });
+        // `get` also rejects a span that ends before it starts.
+        let fits = spans
+            .chunks_exact(2)
+            .all(|span| text.get(span[0] as usize..span[1] as usize).is_some());
         fits.then(|| HeaderFields {
             spans: spans.chunks_exact(2).map(|s| [s[0], s[1]]).collect(),
             text,
@@ -241,11 +234,11 @@ impl<'de> Visitor<'de> for SkipEntries {
 
 /// A line's variable values in order of appearance, back to back in one string: one
 /// allocation per line instead of one per value plus the vector. Serialized as a JSON array of
-/// strings, like the `Vec<String>` it replaces. Also the storage of [`HeaderFields`].
+/// strings, like the `Vec<String>` it replaces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params {
     text: String,
-    /// End offset in `text` of each value; inline up to 12 (six header fields).
+    /// End offset in `text` of each value; inline up to 12.
     ends: SmallVec<[u32; 12]>,
 }
 
@@ -263,8 +256,7 @@ impl Params {
     #[inline]
     pub fn push(&mut self, value: &str) {
         self.text.push_str(value);
-        self.ends
-            .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
+        self.ends.push(offset(self.text.len()));
     }
 
     pub fn len(&self) -> usize {
