@@ -173,16 +173,41 @@ fn stdin_to_stdout() {
 fn sigterm_on_a_stdin_stream_writes_what_was_read_and_exits_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     // The stream stays open: only the signal ends the run.
-    let (child, stdin) = stdin_run(tmp.path(), 100);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (mut child, mut stdin) = stdin_run(tmp.path(), 100);
+    // Documents are counted as they come, so the signal waits for the run to be going (a
+    // fixed sleep lost the race on a loaded machine, before anything was read).
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut docs = 0;
+        for _ in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            docs += 1;
+            let _ = tx.send(());
+        }
+        docs
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a first document within a minute");
+    // More lines right before the signal: some may be read and not yet written when it lands.
+    for i in 100..200 {
+        writeln!(stdin, "job {i} finished").unwrap();
+    }
+    stdin.flush().unwrap();
     sigterm(&child);
     let out = child.wait_with_output().unwrap();
     drop(stdin);
+    let docs = reader.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("stopped on a signal"), "{stderr}");
-    let docs = String::from_utf8_lossy(&out.stdout).lines().count();
-    assert_eq!(docs, 100, "{stderr}");
+    // Everything read was written: as many documents as lines in, the first 100 at least.
+    let lines_in = stderr
+        .split("logsight run: ")
+        .nth(1)
+        .and_then(|s| s.split(" lines in").next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert_eq!(lines_in, Some(docs), "{stderr}");
+    assert!((100..=200).contains(&docs), "{docs}: {stderr}");
 }
 
 #[test]
